@@ -1,0 +1,23 @@
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test lint bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+demo: install
+	$(VENV)/bin/livemood --source demo --output out/demo.mp4
+
+test: install
+	$(VENV)/bin/ruff check livemood tests tools
+	$(PY) -m pytest
+
+bench: install
+	$(VENV)/bin/livemood bench --source ../shared/media/talk_a.mp4 --width 1280 --height 720 --json

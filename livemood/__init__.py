@@ -1,0 +1,1 @@
+"""livemood: live emotion filter for video calls."""
