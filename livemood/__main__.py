@@ -1,0 +1,3 @@
+from livemood.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,248 @@
+"""Frame sources: each runs one reader thread that stamps frames and hands them to the pipeline.
+
+Live sources (cameras, streams) keep only their newest frame; files drop nothing and make the reader wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from livemood.config import DEFAULT_FPS, SourceConfig, SourceKind, UsageError
+from livemood.frames import Frame, now
+from livemood.handoff import DropPolicy, Handoff
+from livemood.stats import StageTimes
+
+log = logging.getLogger(__name__)
+
+FILE_QUEUE = 4  # frames decoded ahead of the pipeline; enough to hide decode jitter
+RECONNECT_DELAY_S = (0.25, 2.0)  # first and longest wait between camera reopen attempts
+FPS_MEASURE_FRAMES = 60  # frames after which a camera's real frame rate is reported
+
+
+class Source(ABC):
+    """A reader thread producing `Frame`s into a hand-off; `get` takes them in order."""
+
+    live: bool
+    size: tuple[int, int]  # (width, height) of every frame this source produces
+    fps: float  # nominal frame rate
+    frame_count: int | None = None  # frames to expect, when known
+    audio_path: Path | None = None  # a file whose audio track belongs to these frames
+    time_base: Fraction | None = None  # the exact unit of `Frame.time_s` ticks, when the source has one
+
+    def __init__(self, policy: DropPolicy, capacity: int, times: StageTimes | None, stage: str | None) -> None:
+        self._handoff: Handoff[Frame] = Handoff(policy, capacity)
+        self._times = times
+        self._stage = stage
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    @abstractmethod
+    def _images(self) -> Iterator[tuple[np.ndarray, float]]:
+        """Yield (BGR image, time on the source's timeline in s) until the source ends or `_stop` is set."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The next frame, or None after `timeout` s; raises `handoff.Closed` at the end of the source."""
+        return self._handoff.get(timeout)
+
+    @property
+    def dropped(self) -> int:
+        return self._handoff.dropped
+
+    def _run(self) -> None:
+        index = 0
+        images = self._images()
+        try:
+            while not self._stop.is_set():
+                t0 = now()
+                item = next(images, None)
+                if item is None:
+                    break
+                image, time_s = item
+                t_capture = now()
+                if self._times is not None and self._stage is not None:
+                    self._times.add(self._stage, t_capture - t0)
+                if not self._handoff.put(Frame(image, index, t_capture, time_s)):
+                    break
+                index += 1
+        except Exception as e:
+            self._handoff.close(e)
+        else:
+            self._handoff.close()
+        finally:
+            images.close()
+
+    def close(self) -> None:
+        """Stop the reader thread and release the device. Safe to call twice."""
+        self._stop.set()
+        self._handoff.close()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self._release()
+
+    def _release(self) -> None:  # noqa: B027 - optional hook
+        """Release the underlying device or file."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _opencv_api(target: int | str) -> int:
+    """The capture API that opens local cameras fastest per platform (MJPG works on V4L2 and DirectShow)."""
+    if isinstance(target, str):
+        return cv2.CAP_ANY
+    if sys.platform.startswith("linux"):
+        return cv2.CAP_V4L2
+    if sys.platform == "win32":
+        return cv2.CAP_DSHOW
+    if sys.platform == "darwin":
+        return cv2.CAP_AVFOUNDATION
+    return cv2.CAP_ANY
+
+
+class CameraSource(Source):
+    """A camera (index) or network stream (URL) read by OpenCV; only the newest frame is kept.
+
+    A read failure logs once, the pipeline repeats the last good frame, and the device is reopened with back-off.
+    """
+
+    live = True
+
+    def __init__(
+        self,
+        target: int | str,
+        size: tuple[int, int] | None = None,
+        fps: float | None = None,
+        times: StageTimes | None = None,
+    ) -> None:
+        super().__init__(DropPolicy.LATEST, 1, times, None)
+        self.target = target
+        self._request = (size, fps)
+        self._cap = self._open()
+        ok, first = self._cap.read()
+        if not ok or first is None:
+            self._cap.release()
+            raise UsageError(f"camera {target} opened but gave no frame")
+        self._first: np.ndarray | None = first
+        self.size = (first.shape[1], first.shape[0])
+        reported = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps or (reported if 1 <= reported <= 240 else DEFAULT_FPS)
+        self.measured_fps: float | None = None
+        log.info("camera %s: %dx%d, pacing at %.3g fps", target, *self.size, self.fps)
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.target, _opencv_api(self.target))
+        if not cap.isOpened():
+            cap.release()
+            raise UsageError(f"camera {self.target} could not be opened (see `livemood devices`)")
+        size, fps = self._request
+        if isinstance(self.target, int):
+            # Without MJPG many USB cameras fall back to raw YUYV at a low fps for large sizes.
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        if size is not None:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+        if fps is not None:
+            cap.set(cv2.CAP_PROP_FPS, fps)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames
+        return cap
+
+    def _images(self) -> Iterator[tuple[np.ndarray, float]]:
+        first, self._first = self._first, None
+        if first is not None:
+            yield first, now()
+        delay = RECONNECT_DELAY_S[0]
+        count, t_count = 0, now()
+        while not self._stop.is_set():
+            ok, image = self._cap.read()
+            if ok and image is not None:
+                delay = RECONNECT_DELAY_S[0]
+                if (image.shape[1], image.shape[0]) != self.size:
+                    image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+                count += 1
+                if count == FPS_MEASURE_FRAMES:
+                    self.measured_fps = count / (now() - t_count)
+                    log.info("camera %s delivers %.1f fps", self.target, self.measured_fps)
+                yield image, now()
+                continue
+            log.warning("camera %s: read failed; repeating the last frame while reconnecting", self.target)
+            self._cap.release()
+            while not self._stop.wait(delay):
+                try:
+                    self._cap = self._open()
+                    log.info("camera %s reconnected", self.target)
+                    break
+                except UsageError:
+                    delay = min(2 * delay, RECONNECT_DELAY_S[1])
+
+    def _release(self) -> None:
+        self._cap.release()
+
+
+class FileSource(Source):
+    """A media file decoded by PyAV; every frame is kept, stamped with its presentation time."""
+
+    live = False
+
+    def __init__(self, path: Path, size: tuple[int, int] | None = None, times: StageTimes | None = None) -> None:
+        super().__init__(DropPolicy.BLOCK, FILE_QUEUE, times, "decode")
+        self.path = path
+        try:
+            self._container = av.open(str(path))
+        except (av.error.FFmpegError, OSError) as e:
+            raise UsageError(f"cannot read {path}: {e}") from e
+        if not self._container.streams.video:
+            self._container.close()
+            raise UsageError(f"{path} has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.thread_type = "AUTO"  # frame-threaded decoding: the reader runs beside the pipeline
+        ctx = self._stream.codec_context
+        self.size = size or (ctx.width, ctx.height)
+        self._scale = size is not None and size != (ctx.width, ctx.height)
+        rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(DEFAULT_FPS)
+        self.fps = float(rate)
+        self.frame_count = self._stream.frames or None
+        self.audio_path = path if self._container.streams.audio else None
+        self.time_base = self._stream.time_base
+
+    def _images(self) -> Iterator[tuple[np.ndarray, float]]:
+        for frame in self._container.decode(self._stream):
+            if self._stop.is_set():
+                return
+            if self._scale:
+                frame = frame.reformat(width=self.size[0], height=self.size[1])
+            yield frame.to_ndarray(format="bgr24"), float(frame.time or 0.0)
+
+    def _release(self) -> None:
+        self._container.close()
+
+
+def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False) -> Source:
+    """Open the source a `SourceConfig` names; raises UsageError with one clear line if it cannot.
+
+    `endless` makes the demo run until stopped (for the virtual camera) instead of a fixed length.
+    """
+    if config.kind is SourceKind.CAMERA:
+        return CameraSource(int(config.location), config.size, config.fps, times)
+    if config.kind is SourceKind.STREAM:
+        return CameraSource(config.location, config.size, config.fps, times)
+    if config.kind is SourceKind.FILE:
+        return FileSource(Path(config.location), config.size, times)
+    from livemood.demo import DEMO_SECONDS, DemoSource
+
+    return DemoSource(config.size, seconds=None if endless else DEMO_SECONDS, times=times)

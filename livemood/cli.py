@@ -1,0 +1,157 @@
+"""Command line: `livemood [options]` runs the filter; `livemood bench` and `livemood devices` are tools.
+
+The CLI only turns arguments into the config dataclasses; everything else happens in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from livemood.config import (
+    DEFAULT_ENGINE,
+    EMOTIONS,
+    ENGINES,
+    Controls,
+    OutputConfig,
+    RunConfig,
+    SourceConfig,
+    UsageError,
+)
+
+log = logging.getLogger("livemood")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"livemood: error: {message} (see livemood --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser, source_default: str | None) -> None:
+    p.add_argument("--source", default=source_default, required=source_default is None,
+                   help="camera index, video file, stream URL, or 'demo' (default: %(default)s)")
+    p.add_argument("--emotion", default="neutral", help=f"one of: {', '.join(EMOTIONS)} (default: %(default)s)")
+    p.add_argument("--intensity", type=float, default=0.5, help="0 (unchanged) to 1 (full) (default: %(default)s)")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)} (default: %(default)s)")
+    p.add_argument("--weights", type=Path, help="model weights for the neural engine")
+    p.add_argument("--width", type=int, help="frame width to request from the camera, or to scale a file to")
+    p.add_argument("--height", type=int, help="frame height to request from the camera, or to scale a file to")
+    p.add_argument("--fps", type=float, help="frame rate to request from the camera")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+
+
+def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
+    if (args.width is None) != (args.height is None):
+        raise UsageError("give --width and --height together")
+    size = (args.width, args.height) if args.width is not None else None
+    output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
+    return RunConfig(
+        source=SourceConfig.parse(args.source, size, args.fps),
+        output=output,
+        engine=args.engine,
+        weights=args.weights,
+        controls=Controls(args.emotion, args.intensity),
+        bench=bench,
+    )
+
+
+def _setup_logging(verbose: bool) -> None:
+    # OpenCV warns on stderr for every camera index it fails to open; those failures are ours to report.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_run(argv: Sequence[str]) -> int:
+    p = _Parser(prog="livemood", description="Change the emotion your face shows, live, on a virtual camera.")
+    _add_pipeline_args(p, source_default="0")
+    p.add_argument("--output", type=Path, help="write a video file (with the source's audio) instead of a camera")
+    p.add_argument("--preview", action="store_true", help="also show the output in a window")
+    p.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: the first one)")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from livemood.pipeline import assemble
+    from livemood.stats import StageTimes
+
+    config = _run_config(args, bench=False)
+    pipeline = assemble(config, StageTimes())
+    result = pipeline.run()
+    log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
+    if result.interrupted and not pipeline.source.live:
+        log.info("stopped before the end of %s: no output file was written", config.source.location)
+    return 0
+
+
+def cmd_bench(argv: Sequence[str]) -> int:
+    p = _Parser(prog="livemood bench", description="Run the pipeline on a file as fast as it can and time it.")
+    _add_pipeline_args(p, source_default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON line")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    from livemood.pipeline import assemble
+    from livemood.stats import StageTimes
+
+    config = _run_config(args, bench=True)
+    times = StageTimes()
+    result = assemble(config, times).run()
+    report = {
+        "frames": result.frames,
+        "fps": round(result.frames / max(result.wall_s, 1e-9), 2),
+        "latency_ms": times.latency_ms(),
+        "stages_ms": times.stage_p50_ms(),
+        "dropped": result.dropped,
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        lat = report["latency_ms"]
+        sys.stdout.write(f"{report['frames']} frames, {report['fps']} fps, latency p50 {lat['p50']} ms, "
+                         f"p95 {lat['p95']} ms, max {lat['max']} ms, dropped {report['dropped']}\n")
+        for stage, ms in report["stages_ms"].items():
+            sys.stdout.write(f"  {stage:<10} p50 {ms:8.3f} ms\n")
+    return 0
+
+
+def cmd_devices(argv: Sequence[str]) -> int:
+    p = _Parser(prog="livemood devices", description="List cameras, microphones and the virtual camera.")
+    p.parse_args(argv)
+    _setup_logging(False)
+    from livemood.devices import report
+
+    sys.stdout.write(report() + "\n")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "devices": cmd_devices}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
+    if command is not cmd_run:
+        argv = argv[1:]
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return command(argv)
+    except UsageError as e:
+        sys.stderr.write(f"livemood: error: {e}\n")
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Settings, checked once at start-up. The CLI only builds these dataclasses."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+EMOTIONS: tuple[str, ...] = (
+    "neutral",
+    "happy",
+    "sad",
+    "angry",
+    "surprised",
+    "fearful",
+    "disgusted",
+    "contempt",
+)
+ENGINES: tuple[str, ...] = ("passthrough",)
+DEFAULT_ENGINE = "passthrough"
+
+DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size
+DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output
+MAX_FPS = 120.0
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: reported as one line on stderr, exit status 2."""
+
+
+class SourceKind(enum.Enum):
+    CAMERA = "camera"  # a local camera by index, read by OpenCV
+    STREAM = "stream"  # a network stream (rtsp://, http://) read by OpenCV as a live source
+    FILE = "file"  # a media file decoded by PyAV, every frame kept
+    DEMO = "demo"  # the embedded animated portrait
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    kind: SourceKind
+    location: str  # camera index as text, URL, or file path; "demo" for the demo
+    size: tuple[int, int] | None = None  # (width, height) to request (camera) or scale to (files)
+    fps: float | None = None  # frame rate to request from a camera
+
+    @property
+    def live(self) -> bool:
+        """Live sources keep only their newest frame; files and the demo drop nothing."""
+        return self.kind in (SourceKind.CAMERA, SourceKind.STREAM)
+
+    @classmethod
+    def parse(cls, text: str, size: tuple[int, int] | None = None, fps: float | None = None) -> SourceConfig:
+        """`0`..`N` is a camera, `demo` the embedded portrait, `scheme://…` a stream, anything else a file."""
+        if text.isdigit():
+            return cls(SourceKind.CAMERA, text, size, fps)
+        if text == "demo":
+            return cls(SourceKind.DEMO, text, size, fps)
+        if "://" in text:
+            return cls(SourceKind.STREAM, text, size, fps)
+        path = Path(text)
+        if not path.exists():
+            raise UsageError(f"source file not found: {text}")
+        if not path.is_file():
+            raise UsageError(f"source is not a file: {text}")
+        return cls(SourceKind.FILE, text, size, fps)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the user steers live: one immutable snapshot per frame."""
+
+    emotion: str = "neutral"
+    intensity: float = 0.0  # 0 = unchanged face, 1 = full expression
+    bypass: bool = False  # True sends the camera image through untouched
+
+    def __post_init__(self) -> None:
+        if self.emotion not in EMOTIONS:
+            raise UsageError(f"unknown emotion {self.emotion!r}; choose one of: {', '.join(EMOTIONS)}")
+        if not 0.0 <= self.intensity <= 1.0:
+            raise UsageError(f"intensity must be between 0 and 1, got {self.intensity:g}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    file: Path | None = None  # write a video file instead of opening the virtual camera
+    preview: bool = False  # also show a window
+    device: str | None = None  # virtual-camera device (e.g. /dev/video10), None = the backend's first
+
+    def __post_init__(self) -> None:
+        if self.file is not None:
+            folder = self.file.resolve().parent
+            if not folder.is_dir():
+                raise UsageError(f"output folder does not exist: {folder}")
+            if self.file.is_dir():
+                raise UsageError(f"output path is a folder: {self.file}")
+            if not self.file.suffix:
+                raise UsageError(f"output file needs an extension such as .mp4: {self.file}")
+
+
+def check_size_fps(size: tuple[int, int] | None, fps: float | None) -> None:
+    """Reject impossible capture settings before any device is opened."""
+    if size is not None and (size[0] < 16 or size[1] < 16 or size[0] > 7680 or size[1] > 4320):
+        raise UsageError(f"size {size[0]}x{size[1]} is outside 16x16..7680x4320")
+    if fps is not None and not 0 < fps <= MAX_FPS:
+        raise UsageError(f"fps must be in (0, {MAX_FPS:g}], got {fps:g}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; built by the CLI, checked here once."""
+
+    source: SourceConfig
+    output: OutputConfig
+    engine: str = DEFAULT_ENGINE
+    weights: Path | None = None
+    controls: Controls = Controls()
+    bench: bool = False  # discard the output and never pace: measure the pipeline itself
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
+        if self.weights is not None and not self.weights.is_file():
+            raise UsageError(f"weights file not found: {self.weights}")
+        check_size_fps(self.source.size, self.source.fps)

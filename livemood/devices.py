@@ -1,0 +1,67 @@
+"""`livemood devices`: what this machine offers — cameras, microphones, and a usable virtual camera or why not."""
+
+from __future__ import annotations
+
+import glob
+import sys
+
+import cv2
+
+from livemood.capture import _opencv_api
+from livemood.config import UsageError
+
+PROBE_INDICES = range(6)  # camera indices tried where devices cannot be listed
+
+
+def cameras() -> list[str]:
+    """One line per camera that opens and gives a frame: index, size and reported fps."""
+    if sys.platform.startswith("linux"):
+        indices = sorted(int(p.removeprefix("/dev/video")) for p in glob.glob("/dev/video[0-9]*"))
+    else:
+        indices = list(PROBE_INDICES)
+    found = []
+    for index in indices:
+        cap = cv2.VideoCapture(index, _opencv_api(index))
+        try:
+            ok, frame = cap.read() if cap.isOpened() else (False, None)
+            if ok and frame is not None:
+                fps = cap.get(cv2.CAP_PROP_FPS)
+                found.append(f"{index}: {frame.shape[1]}x{frame.shape[0]} @ {fps:g} fps (--source {index})")
+        finally:
+            cap.release()
+    return found
+
+
+def microphones() -> list[str]:
+    """One line per input device PortAudio lists, or a single line saying why there are none."""
+    try:
+        import sounddevice as sd
+
+        devices = sd.query_devices()
+    except (OSError, ImportError) as e:
+        return [f"(none: PortAudio is missing — install libportaudio2; {e})"]
+    lines = [f"{i}: {d['name']} ({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)"
+             for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    return lines or ["(none found)"]
+
+
+def virtual_camera() -> str:
+    """Which virtual camera frames would go to, or the reason none is usable and how to get one."""
+    from livemood.output import VirtualCameraSink
+
+    try:
+        sink = VirtualCameraSink((640, 480), 30.0)
+    except UsageError as e:
+        return str(e)
+    try:
+        return f"usable: {sink.device} (sending {sink.fmt.name})"
+    finally:
+        sink.close()
+
+
+def report() -> str:
+    cams = cameras() or ["(none found)"]
+    return "\n".join(
+        ["cameras:", *(f"  {c}" for c in cams), "microphones:", *(f"  {m}" for m in microphones()),
+         "virtual camera:", f"  {virtual_camera()}"]
+    )

@@ -1,0 +1,262 @@
+"""Frame sinks: the virtual camera, a video file (with the source's audio), a preview window, or nothing."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+
+from livemood.config import UsageError
+
+log = logging.getLogger(__name__)
+
+WINDOW_TITLE = "livemood"
+LIVE_TIME_BASE = Fraction(1, 90000)  # seconds per tick for files written from live sources (MPEG convention)
+H264_OPTIONS = {"crf": "18", "preset": "veryfast"}  # near-transparent quality at a fast encoding speed
+
+
+class Sink:
+    """Receives output frames, (H, W, 3) uint8 BGR, with their time on the source timeline in seconds."""
+
+    live = False  # a live sink is fed at a steady rate by the pipeline's clock
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish normally. Safe to call twice."""
+
+    def abort(self) -> None:
+        """Stop after a failure or an interrupt; leave nothing half-written."""
+        self.close()
+
+
+class ProgressSink(Sink):
+    """A progress bar for long file jobs (shown only on a terminal)."""
+
+    def __init__(self, total: int | None, desc: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, unit="frame", desc=desc, disable=None, leave=False)
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class NullSink(Sink):
+    """Discards frames: `livemood bench` measures the pipeline without any encoder."""
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        pass
+
+
+def to_pixel_format(bgr: np.ndarray, fmt: Any) -> np.ndarray:
+    """Convert a BGR frame to a pyvirtualcam PixelFormat's layout (planar YUV formats are BT.601 limited range)."""
+    name = fmt.name
+    if name == "BGR":
+        return bgr
+    if name == "RGB":
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if name == "RGBA":
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA)
+    if name == "GRAY":
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    h, w = bgr.shape[:2]
+    i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).reshape(-1)  # Y plane, then U, then V quarter planes
+    if name == "I420":
+        return i420
+    y, u, v = i420[: w * h], i420[w * h : w * h * 5 // 4], i420[w * h * 5 // 4 :]
+    if name == "NV12":
+        return np.concatenate([y, np.stack([u, v], axis=1).reshape(-1)])
+    if name in ("YUYV", "UYVY"):
+        # 4:2:2 packed: each chroma sample of a 4:2:0 row pair is used for both rows.
+        yy = y.reshape(h, w // 2, 2)
+        uu = np.repeat(u.reshape(h // 2, w // 2), 2, axis=0)
+        vv = np.repeat(v.reshape(h // 2, w // 2), 2, axis=0)
+        order = (yy[..., 0], uu, yy[..., 1], vv) if name == "YUYV" else (uu, yy[..., 0], vv, yy[..., 1])
+        return np.stack(order, axis=-1).reshape(-1)
+    raise ValueError(f"no conversion to pixel format {name}")
+
+
+CONVERTIBLE = ("BGR", "RGB", "RGBA", "GRAY", "I420", "NV12", "YUYV", "UYVY")
+HOW_TO_GET_A_CAMERA = {
+    "linux": "install v4l2loopback and run `sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
+    'card_label="livemood"` (exclusive_caps=1 makes Chrome list it)',
+    "win32": "install OBS Studio (26 or newer) and start its virtual camera once",
+    "darwin": "install OBS Studio (30 or newer) and start its virtual camera once to register it",
+}
+
+
+class VirtualCameraSink(Sink):
+    """pyvirtualcam output in the backend's native pixel format, so the backend converts nothing."""
+
+    live = True
+
+    def __init__(self, size: tuple[int, int], fps: float, device: str | None = None,
+                 backend: str | None = None) -> None:
+        import pyvirtualcam
+
+        self._pv = pyvirtualcam
+        self._args = dict(width=size[0], height=size[1], fps=fps, device=device, backend=backend)
+        self._cam = self._open(pyvirtualcam.PixelFormat.BGR)
+        native = self._cam.native_fmt
+        if native is not None and native.name != "BGR" and native.name in CONVERTIBLE:
+            if native.name in ("I420", "NV12", "YUYV", "UYVY") and (size[0] % 2 or size[1] % 2):
+                log.info("virtual camera: odd frame size, sending BGR instead of %s", native.name)
+            else:
+                self._cam.close()
+                self._cam = self._open(native)
+        self.fmt = self._cam.fmt
+        log.info("virtual camera: %s on %s, %dx%d @ %g fps, sending %s",
+                 self._cam.backend, self._cam.device, size[0], size[1], fps, self.fmt.name)
+
+    def _open(self, fmt: Any) -> Any:
+        try:
+            return self._pv.Camera(fmt=fmt, **self._args)
+        except RuntimeError as e:
+            hint = HOW_TO_GET_A_CAMERA.get(sys.platform, "install a virtual camera (OBS Studio or v4l2loopback)")
+            raise UsageError(
+                f"no virtual camera is available ({' | '.join(str(e).splitlines())}).\n"
+                f"  To get one: {hint}.\n"
+                "  Or write a file with --output out.mp4, or watch with --preview."
+            ) from e
+
+    @property
+    def device(self) -> str:
+        return self._cam.device
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        self._cam.send(to_pixel_format(image, self.fmt))
+
+    def close(self) -> None:
+        self._cam.close()
+
+
+class PreviewSink(Sink):
+    """An OpenCV window; `last_key` holds the key pressed while the last frame was shown (-1 for none)."""
+
+    def __init__(self) -> None:
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise UsageError("--preview needs a display (DISPLAY is not set)")
+        cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_NORMAL)
+        self.last_key = -1
+        self._open = True
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        if self._open:
+            cv2.imshow(WINDOW_TITLE, image)
+            self.last_key = cv2.waitKey(1)
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            cv2.destroyWindow(WINDOW_TITLE)
+
+
+class FileSink(Sink):
+    """Writes every frame it gets to a video file, with `audio_from`'s audio track copied unchanged.
+
+    Frames keep their source timestamps. The file is written under a temporary name in the same folder and renamed
+    by `close`, so an aborted run leaves no half file.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int], fps: float, audio_from: Path | None = None,
+                 time_base: Fraction = LIVE_TIME_BASE) -> None:
+        self.path = path
+        self._tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+        self.frames = 0
+        self._last_pts = -1
+        self._time_base = time_base
+        self._audio_in: av.container.InputContainer | None = None
+        self._audio_out: av.audio.AudioStream | None = None
+        self._packets: Iterator[av.Packet] = iter(())
+        self._pending: av.Packet | None = None
+        try:
+            self._out = av.open(str(self._tmp), "w")
+        except (av.error.FFmpegError, ValueError) as e:
+            raise UsageError(f"cannot write {path}: {e}") from e
+        try:
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            self._video = self._out.add_stream(codec, rate=Fraction(fps).limit_denominator(100000))
+            self._video.width, self._video.height = size
+            even = size[0] % 2 == 0 and size[1] % 2 == 0
+            self._video.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
+            self._video.codec_context.time_base = time_base
+            self._video.time_base = time_base
+            if codec == "libx264":
+                self._video.options = dict(H264_OPTIONS)
+            if audio_from is not None:
+                self._open_audio(audio_from)
+            self._out.start_encoding()  # writes the header now: an unsupported codec fails before any work
+        except (av.error.FFmpegError, ValueError) as e:
+            self.abort()
+            raise UsageError(f"cannot write {path}: {e}") from e
+
+    def _open_audio(self, source: Path) -> None:
+        self._audio_in = av.open(str(source))
+        if not self._audio_in.streams.audio:
+            self._audio_in.close()
+            self._audio_in = None
+            return
+        stream = self._audio_in.streams.audio[0]
+        self._audio_out = self._out.add_stream_from_template(stream)
+        self._packets = (p for p in self._audio_in.demux(stream) if p.dts is not None)
+
+    def _mux_audio_until(self, time_s: float | None) -> None:
+        """Copy the source's audio packets that start before `time_s` (all of them for None)."""
+        while True:
+            packet = self._pending or next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return
+            if time_s is not None and packet.pts is not None and float(packet.pts * packet.time_base) > time_s:
+                self._pending = packet
+                return
+            packet.stream = self._audio_out
+            self._out.mux(packet)
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        # Source times map to ticks exactly; a repeated or out-of-order time is nudged to keep pts increasing.
+        pts = max(round(time_s / self._time_base), self._last_pts + 1)
+        frame.pts, frame.time_base = pts, self._time_base
+        self._last_pts = pts
+        self._mux_audio_until(time_s)
+        self._out.mux(self._video.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._out is None:
+            return
+        self._out.mux(self._video.encode(None))
+        self._mux_audio_until(None)
+        self._finish()
+        os.replace(self._tmp, self.path)
+        log.info("wrote %s (%d frames)", self.path, self.frames)
+
+    def abort(self) -> None:
+        if self._out is None:
+            return
+        try:
+            self._finish()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def _finish(self) -> None:
+        out, self._out = self._out, None
+        try:
+            out.close()
+        finally:
+            if self._audio_in is not None:
+                self._audio_in.close()

@@ -1,0 +1,210 @@
+"""The one place where stages are wired: source → engine → sinks, with pacing, guards and timing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from livemood.capture import Source, open_source
+from livemood.config import RunConfig, UsageError
+from livemood.controls import ControlState
+from livemood.engines import Engine, make_engine
+from livemood.frames import Frame, now
+from livemood.handoff import Closed
+from livemood.output import (
+    LIVE_TIME_BASE,
+    FileSink,
+    NullSink,
+    PreviewSink,
+    ProgressSink,
+    Sink,
+    VirtualCameraSink,
+)
+from livemood.stats import StageTimes
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 1.0  # live status line period
+
+
+@dataclass(frozen=True)
+class RunResult:
+    frames: int  # source frames processed
+    sent: int  # frames handed to the sinks, repeats included
+    repeated: int  # ticks that re-sent the last frame because no new one had arrived
+    dropped: int  # frames the source discarded (live sources only)
+    engine_errors: int  # frames the engine failed on (sent raw instead)
+    wall_s: float
+    interrupted: bool
+
+
+class Pipeline:
+    """Runs a source through an engine into sinks until the source ends or the user interrupts.
+
+    Paced mode (live sources, or a virtual camera as output) sends one frame per tick of a fixed clock at the
+    source's frame rate: the newest frame if one arrived during the tick, else the last one again, so a stalled
+    camera never freezes the call. Unpaced mode (files) processes every frame as fast as possible.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        engine: Engine,
+        sinks: Sequence[Sink],
+        controls: ControlState,
+        times: StageTimes,
+        paced: bool,
+        status: bool = False,
+    ) -> None:
+        self.source = source
+        self.engine = engine
+        self.sinks = list(sinks)
+        self.controls = controls
+        self.times = times
+        self.paced = paced
+        self.status = status
+        self._frames = self._sent = self._repeated = self._engine_errors = 0
+        self._t_start = now()
+
+    def run(self) -> RunResult:
+        """Process until the end; closes the source, engine and sinks whatever happens."""
+        t_start = self._t_start = now()
+        interrupted = False
+        try:
+            self.source.start()
+            self._loop_paced() if self.paced else self._loop_unpaced()
+        except KeyboardInterrupt:
+            interrupted = True
+            log.info("interrupted")
+        except BaseException:
+            self._shutdown(finish=False)
+            raise
+        # A live session ends by interruption and its output is complete; a file cut short is not kept.
+        self._shutdown(finish=self.source.live or not interrupted)
+        if self._engine_errors:
+            log.warning("the engine failed on %d of %d frames; those were sent unchanged",
+                        self._engine_errors, self._frames)
+        return RunResult(self._frames, self._sent, self._repeated, self.source.dropped, self._engine_errors,
+                         now() - t_start, interrupted)
+
+    def _loop_unpaced(self) -> None:
+        while True:
+            try:
+                frame = self.source.get()
+            except Closed:
+                return
+            if frame is not None:
+                self._send(self._process(frame), frame)
+
+    def _loop_paced(self) -> None:
+        period = 1.0 / self.source.fps
+        tick = now()
+        last: tuple[np.ndarray, Frame] | None = None
+        next_status = tick + STATUS_EVERY_S
+        while True:
+            try:
+                frame = self.source.get(timeout=max(0.0, tick + period - now()))
+            except Closed:
+                return
+            if frame is not None:
+                last = (self._process(frame), frame)
+                self._send(*last)
+            elif last is not None:
+                self._repeated += 1
+                self._send(last[0], last[1], fresh=False)
+            tick += period
+            t = now()
+            if t > tick + period:  # fell more than a tick behind: re-anchor instead of bursting
+                tick = t
+            elif t < tick:
+                time.sleep(tick - t)
+            if self.status and t >= next_status:
+                next_status = t + STATUS_EVERY_S
+                self._report()
+
+    def _process(self, frame: Frame) -> np.ndarray:
+        """The engine's output for this frame, or the frame itself if bypassed or the engine fails."""
+        self._frames += 1
+        controls = self.controls.get()
+        if controls.bypass:
+            return frame.image
+        t0 = now()
+        try:
+            out = self.engine.process(frame.image, None, None, controls)
+            if out.shape != frame.image.shape or out.dtype != np.uint8:
+                raise ValueError(f"engine returned {out.shape} {out.dtype}, expected {frame.image.shape} uint8")
+        except Exception:
+            self._engine_errors += 1
+            if self._engine_errors == 1:
+                log.exception("engine %s failed; sending frames unchanged", self.engine.name)
+            return frame.image
+        finally:
+            self.times.add("engine", now() - t0)
+        return out
+
+    def _send(self, image: np.ndarray, frame: Frame, fresh: bool = True) -> None:
+        t0 = now()
+        # Files keep their own timeline; a live session's output timeline starts when the run starts.
+        time_s = t0 - self._t_start if self.source.live else frame.time_s
+        for sink in self.sinks:
+            sink.send(image, time_s)
+        t1 = now()
+        self.times.add("output", t1 - t0)
+        if fresh:
+            self.times.add_latency(t1 - frame.t_capture)
+        self._sent += 1
+
+    def _report(self) -> None:
+        window = self.times.take()
+        stages = "  ".join(f"{k} {v:.1f}ms" for k, v in window.stage_p50_ms().items())
+        lat = window.latency_ms()
+        log.info("%4.1f fps  latency p50 %.0fms p95 %.0fms  %s  dropped %d  repeated %d",
+                 len(window.latencies) / STATUS_EVERY_S, lat["p50"], lat["p95"], stages,
+                 self.source.dropped, self._repeated)
+
+    def _shutdown(self, finish: bool) -> None:
+        self.source.close()
+        self.engine.close()
+        for sink in self.sinks:
+            try:
+                sink.close() if finish else sink.abort()
+            except Exception:
+                log.exception("closing %s failed", type(sink).__name__)
+                if finish:
+                    raise
+
+
+def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
+    """Open the source first (a bad source creates nothing), then the engine and sinks."""
+    to_camera = not config.bench and config.output.file is None
+    source = open_source(config.source, times, endless=to_camera)
+    sinks: list[Sink] = []
+    try:
+        engine = make_engine(config.engine)
+        if config.bench:
+            sinks.append(NullSink())
+        elif config.output.file is not None:
+            sinks.append(FileSink(config.output.file, source.size, source.fps, source.audio_path,
+                                  source.time_base or LIVE_TIME_BASE))
+            if not source.live:
+                sinks.append(ProgressSink(source.frame_count, config.output.file.name))
+        else:
+            try:
+                sinks.append(VirtualCameraSink(source.size, source.fps, config.output.device))
+            except UsageError as e:
+                if not config.output.preview:
+                    raise
+                log.warning("%s\nShowing the preview window only.", e)
+        if config.output.preview:
+            sinks.append(PreviewSink())
+    except BaseException:
+        for sink in sinks:
+            sink.abort()
+        source.close()
+        raise
+    paced = source.live or any(sink.live for sink in sinks)
+    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced)
