@@ -1,7 +1,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test bench
 
 install: $(VENV)/.installed
 
@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
+	mkdir -p out
 	$(VENV)/bin/livemood --source demo --output out/demo.mp4
 
 test: install

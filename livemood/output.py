@@ -8,11 +8,12 @@ import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import cv2
 import numpy as np
+import pyvirtualcam
+from pyvirtualcam import PixelFormat
 
 from livemood.config import UsageError
 
@@ -61,7 +62,7 @@ class NullSink(Sink):
         pass
 
 
-def to_pixel_format(bgr: np.ndarray, fmt: Any) -> np.ndarray:
+def to_pixel_format(bgr: np.ndarray, fmt: PixelFormat) -> np.ndarray:
     """Convert a BGR frame to a pyvirtualcam PixelFormat's layout (planar YUV formats are BT.601 limited range)."""
     name = fmt.name
     if name == "BGR":
@@ -78,14 +79,20 @@ def to_pixel_format(bgr: np.ndarray, fmt: Any) -> np.ndarray:
         return i420
     y, u, v = i420[: w * h], i420[w * h : w * h * 5 // 4], i420[w * h * 5 // 4 :]
     if name == "NV12":
-        return np.concatenate([y, np.stack([u, v], axis=1).reshape(-1)])
+        out = np.empty_like(i420)
+        out[: w * h] = y
+        out[w * h :: 2], out[w * h + 1 :: 2] = u, v
+        return out
     if name in ("YUYV", "UYVY"):
-        # 4:2:2 packed: each chroma sample of a 4:2:0 row pair is used for both rows.
+        # 4:2:2 packed as (h, w/2, 4) macro-pixels; each 4:2:0 chroma row serves two image rows.
+        out = np.empty((h, w // 2, 4), np.uint8)
+        yi, ui, vi = (0, 1, 3) if name == "YUYV" else (1, 0, 2)
         yy = y.reshape(h, w // 2, 2)
-        uu = np.repeat(u.reshape(h // 2, w // 2), 2, axis=0)
-        vv = np.repeat(v.reshape(h // 2, w // 2), 2, axis=0)
-        order = (yy[..., 0], uu, yy[..., 1], vv) if name == "YUYV" else (uu, yy[..., 0], vv, yy[..., 1])
-        return np.stack(order, axis=-1).reshape(-1)
+        out[..., yi], out[..., yi + 2] = yy[..., 0], yy[..., 1]
+        for row in (0, 1):
+            out[row::2, :, ui] = u.reshape(h // 2, w // 2)
+            out[row::2, :, vi] = v.reshape(h // 2, w // 2)
+        return out.reshape(-1)
     raise ValueError(f"no conversion to pixel format {name}")
 
 
@@ -105,11 +112,8 @@ class VirtualCameraSink(Sink):
 
     def __init__(self, size: tuple[int, int], fps: float, device: str | None = None,
                  backend: str | None = None) -> None:
-        import pyvirtualcam
-
-        self._pv = pyvirtualcam
         self._args = dict(width=size[0], height=size[1], fps=fps, device=device, backend=backend)
-        self._cam = self._open(pyvirtualcam.PixelFormat.BGR)
+        self._cam = self._open(PixelFormat.BGR)
         native = self._cam.native_fmt
         if native is not None and native.name != "BGR" and native.name in CONVERTIBLE:
             if native.name in ("I420", "NV12", "YUYV", "UYVY") and (size[0] % 2 or size[1] % 2):
@@ -121,9 +125,9 @@ class VirtualCameraSink(Sink):
         log.info("virtual camera: %s on %s, %dx%d @ %g fps, sending %s",
                  self._cam.backend, self._cam.device, size[0], size[1], fps, self.fmt.name)
 
-    def _open(self, fmt: Any) -> Any:
+    def _open(self, fmt: PixelFormat) -> pyvirtualcam.Camera:
         try:
-            return self._pv.Camera(fmt=fmt, **self._args)
+            return pyvirtualcam.Camera(fmt=fmt, **self._args)
         except RuntimeError as e:
             hint = HOW_TO_GET_A_CAMERA.get(sys.platform, "install a virtual camera (OBS Studio or v4l2loopback)")
             raise UsageError(
