@@ -17,7 +17,7 @@ demo: install
 	$(VENV)/bin/livemood --source demo --output out/demo.mp4
 
 test: install
-	$(VENV)/bin/ruff check livemood tests tools
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 bench: install
