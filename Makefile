@@ -10,6 +10,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[dev]'
+	# The expression classifier's weights ship in this package; its own code needs torchvision, so no deps.
+	$(PY) -m pip install --no-deps facial-emotion-recognition==0.3.4
 	touch $@
 
 demo: install
