@@ -19,7 +19,7 @@ import numpy as np
 
 from livemood.config import DEFAULT_FPS, SourceConfig, SourceKind, UsageError
 from livemood.frames import Frame, now
-from livemood.handoff import DropPolicy, Handoff
+from livemood.handoff import Closed, DropPolicy, Handoff
 from livemood.stats import StageTimes
 
 log = logging.getLogger(__name__)
@@ -232,17 +232,55 @@ class FileSource(Source):
         self._container.close()
 
 
-def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False) -> Source:
+def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False,
+                replay: bool = False) -> Source:
     """Open the source a `SourceConfig` names; raises UsageError with one clear line if it cannot.
 
-    `endless` makes the demo run until stopped (for the virtual camera) instead of a fixed length.
+    `endless` makes the demo run until stopped (for the virtual camera) instead of a fixed length; `replay`
+    decodes a file into memory first (`ReplaySource`, for benchmarks).
     """
     if config.kind is SourceKind.CAMERA:
         return CameraSource(int(config.location), config.size, config.fps, times)
     if config.kind is SourceKind.STREAM:
         return CameraSource(config.location, config.size, config.fps, times)
     if config.kind is SourceKind.FILE:
-        return FileSource(Path(config.location), config.size, times)
+        kind = ReplaySource if replay else FileSource
+        return kind(Path(config.location), config.size, times)
     from livemood.demo import DEMO_SECONDS, DemoSource
 
     return DemoSource(config.size, seconds=None if endless else DEMO_SECONDS, times=times)
+
+
+class ReplaySource(FileSource):
+    """A file decoded into memory up front, whose frames are stamped when the pipeline takes them.
+
+    `livemood bench` uses it: like a camera that always has a fresh frame, it makes the measured latency the
+    pipeline's own, excluding decoding and any read-ahead queue. At most `max_frames` frames are kept.
+    """
+
+    def __init__(self, path: Path, size: tuple[int, int] | None = None, times: StageTimes | None = None,
+                 max_frames: int = 600) -> None:
+        super().__init__(path, size, times)
+        self._frames: list[tuple[np.ndarray, float]] = []
+        images = self._images()
+        while len(self._frames) < max_frames:
+            t0 = now()
+            item = next(images, None)
+            if item is None:
+                break
+            if times is not None:
+                times.add("decode", now() - t0)
+            self._frames.append(item)
+        images.close()
+        self.frame_count = len(self._frames)
+        self._next = 0
+
+    def start(self) -> None:
+        pass
+
+    def get(self, timeout: float | None = None) -> Frame | None:
+        if self._next >= len(self._frames):
+            raise Closed
+        image, time_s = self._frames[self._next]
+        self._next += 1
+        return Frame(image, self._next - 1, now(), time_s)

@@ -16,7 +16,7 @@ EMOTIONS: tuple[str, ...] = (
     "disgusted",
     "contempt",
 )
-ENGINES: tuple[str, ...] = ("passthrough",)
+ENGINES: tuple[str, ...] = ("passthrough", "identity")
 DEFAULT_ENGINE = "passthrough"
 
 DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size

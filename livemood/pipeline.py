@@ -13,6 +13,7 @@ from livemood.capture import Source, open_source
 from livemood.config import RunConfig, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
+from livemood.face import FaceTracker
 from livemood.frames import Frame, now
 from livemood.handoff import Closed
 from livemood.output import (
@@ -59,8 +60,10 @@ class Pipeline:
         times: StageTimes,
         paced: bool,
         status: bool = False,
+        tracker: FaceTracker | None = None,
     ) -> None:
         self.source = source
+        self.tracker = tracker
         self.engine = engine
         self.sinks = list(sinks)
         self.controls = controls
@@ -127,14 +130,19 @@ class Pipeline:
                 self._report()
 
     def _process(self, frame: Frame) -> np.ndarray:
-        """The engine's output for this frame, or the frame itself if bypassed or the engine fails."""
+        """The engine's output for this frame, or the frame itself if the engine fails."""
         self._frames += 1
         controls = self.controls.get()
-        if controls.bypass:
-            return frame.image
         t0 = now()
         try:
-            out = self.engine.process(frame.image, None, None, controls)
+            face = None
+            if self.tracker is not None:
+                # time_s is the file's timeline or, live, the capture clock: increasing either way.
+                face = self.tracker.track(frame.image, round(frame.time_s * 1e3))
+                t1 = now()
+                self.times.add("face", t1 - t0)
+                t0 = t1
+            out = self.engine.process(frame.image, face, None, controls)
             if out.shape != frame.image.shape or out.dtype != np.uint8:
                 raise ValueError(f"engine returned {out.shape} {out.dtype}, expected {frame.image.shape} uint8")
         except Exception:
@@ -169,6 +177,8 @@ class Pipeline:
     def _shutdown(self, finish: bool) -> None:
         self.source.close()
         self.engine.close()
+        if self.tracker is not None:
+            self.tracker.close()
         for sink in self.sinks:
             try:
                 sink.close() if finish else sink.abort()
@@ -181,7 +191,7 @@ class Pipeline:
 def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
     """Open the source first (a bad source creates nothing), then the engine and sinks."""
     to_camera = not config.bench and config.output.file is None
-    source = open_source(config.source, times, endless=to_camera)
+    source = open_source(config.source, times, endless=to_camera, replay=config.bench)
     sinks: list[Sink] = []
     try:
         engine = make_engine(config.engine)
@@ -207,4 +217,5 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
         source.close()
         raise
     paced = source.live or any(sink.live for sink in sinks)
-    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced)
+    tracker = FaceTracker() if engine.needs_face else None
+    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced, tracker=tracker)

@@ -6,7 +6,10 @@ from typing import Protocol
 
 import numpy as np
 
+from livemood.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
+from livemood.blend import face_mask, paste_back
 from livemood.config import Controls
+from livemood.face import Face
 
 
 class Engine(Protocol):
@@ -22,7 +25,7 @@ class Engine(Protocol):
     needs_audio: bool
 
     def process(
-        self, frame: np.ndarray, face: object | None, audio: np.ndarray | None, controls: Controls
+        self, frame: np.ndarray, face: Face | None, audio: np.ndarray | None, controls: Controls
     ) -> np.ndarray: ...
 
     def close(self) -> None: ...
@@ -36,9 +39,30 @@ class PassthroughEngine:
     needs_audio = False
 
     def process(
-        self, frame: np.ndarray, face: object | None, audio: np.ndarray | None, controls: Controls
+        self, frame: np.ndarray, face: Face | None, audio: np.ndarray | None, controls: Controls
     ) -> np.ndarray:
         return frame
+
+    def close(self) -> None:
+        pass
+
+
+class IdentityEngine:
+    """Aligns the face crop and pastes it back unchanged: measures and shows the face path's own cost and seams."""
+
+    name = "identity"
+    needs_face = True
+    needs_audio = False
+
+    def process(self, frame: np.ndarray, face: Face | None, audio: np.ndarray | None, controls: Controls
+                ) -> np.ndarray:
+        if face is None:
+            return frame
+        m = crop_transform(face, WARP_CROP_SIZE)
+        crop = warp_crop(frame, m, WARP_CROP_SIZE)
+        mask = face_mask(transform_points(m, face.landmarks), WARP_CROP_SIZE)
+        # Detail-preserving mode, as the warp engine pastes: an unchanged crop leaves the frame exactly as it was.
+        return paste_back(frame, crop, m, mask, presence=face.presence, source=crop)
 
     def close(self) -> None:
         pass
@@ -48,4 +72,6 @@ def make_engine(name: str) -> Engine:
     """The engine called `name` (one of `config.ENGINES`)."""
     if name == "passthrough":
         return PassthroughEngine()
+    if name == "identity":
+        return IdentityEngine()
     raise ValueError(f"unknown engine {name!r}")
