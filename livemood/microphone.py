@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from livemood.audio import SAMPLE_RATE, AudioUnavailable, StreamResampler
+from livemood.audio import SAMPLE_RATE, AudioUnavailable
+from livemood.audio_io import StreamResampler
 from livemood.frames import now
 
 __all__ = ["AudioUnavailable", "ClockAnchor", "Microphone", "load_sounddevice", "resolve_device"]

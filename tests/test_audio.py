@@ -21,14 +21,11 @@ from livemood.audio import (
     AudioUnavailable,
     Lookahead,
     MelBuffer,
-    StreamResampler,
-    iter_file_audio,
     mel_filterbank,
     mel_window,
     melspectrogram,
-    read_audio,
-    resample,
 )
+from livemood.audio_io import StreamResampler, iter_file_audio, read_audio, resample
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech_en_16k.wav"

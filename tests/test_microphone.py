@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livemood.audio import MEL_FPS, SAMPLE_RATE, MelBuffer, mel_window, melspectrogram, resample
+from livemood.audio import MEL_FPS, SAMPLE_RATE, MelBuffer, mel_window, melspectrogram
+from livemood.audio_io import resample
 from livemood.audio_out import DEAD_BAND_S, DelayedAudioOut, DelayLine
 from livemood.frames import now
 from livemood.microphone import AudioUnavailable, Microphone

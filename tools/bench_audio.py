@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from livemood.audio import SAMPLE_RATE, Lookahead, MelBuffer, StreamResampler, resample
+from livemood.audio import SAMPLE_RATE, Lookahead, MelBuffer
+from livemood.audio_io import StreamResampler, resample
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "speech_en_16k.wav"
 FPS = 25.0
