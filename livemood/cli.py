@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
 from livemood.config import (
     DEFAULT_ENGINE,
     EMOTIONS,
     ENGINES,
+    AudioConfig,
     Controls,
     OutputConfig,
     RunConfig,
@@ -57,12 +59,14 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
         raise UsageError("give --width and --height together")
     size = (args.width, args.height) if args.width is not None else None
     output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
+    audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, Lookahead(args.lookahead))
     return RunConfig(
         source=SourceConfig.parse(args.source, size, args.fps),
         output=output,
         engine=args.engine,
         weights=args.weights,
         controls=Controls(args.emotion, args.intensity),
+        audio=audio,
         bench=bench,
     )
 
@@ -83,6 +87,12 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--output", type=Path, help="write a video file (with the source's audio) instead of a camera")
     p.add_argument("--preview", action="store_true", help="also show the output in a window")
     p.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: the first one)")
+    p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
+    p.add_argument("--audio-out", metavar="DEVICE",
+                   help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
+    p.add_argument("--lookahead", choices=[m.value for m in Lookahead], default=DEFAULT_LOOKAHEAD.value,
+                   help="live audio engines: hold video for the audio window (lip sync) or shift the window into "
+                   "the past (no delay) (default: %(default)s)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
     from livemood.pipeline import assemble

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
+from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
+
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "happy",
@@ -105,6 +107,15 @@ def check_size_fps(size: tuple[int, int] | None, fps: float | None) -> None:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """Where live audio comes from and goes to; files use their own audio track."""
+
+    mic: str | None = None  # input device index or name, None = the system default
+    audio_out: str | None = None  # play the microphone, delayed to match the video, on this output device
+    lookahead: Lookahead = DEFAULT_LOOKAHEAD
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs; built by the CLI, checked here once."""
 
@@ -113,6 +124,7 @@ class RunConfig:
     engine: str = DEFAULT_ENGINE
     weights: Path | None = None
     controls: Controls = Controls()
+    audio: AudioConfig = AudioConfig()
     bench: bool = False  # discard the output and never pace: measure the pipeline itself
 
     def __post_init__(self) -> None:
@@ -121,3 +133,5 @@ class RunConfig:
         if self.weights is not None and not self.weights.is_file():
             raise UsageError(f"weights file not found: {self.weights}")
         check_size_fps(self.source.size, self.source.fps)
+        if self.audio.audio_out is not None and not self.source.live:
+            raise UsageError("--audio-out plays the microphone delayed to match the video: it needs a camera source")

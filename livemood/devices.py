@@ -32,16 +32,17 @@ def cameras() -> list[str]:
     return found
 
 
-def microphones() -> list[str]:
-    """One line per input device PortAudio lists, or a single line saying why there are none."""
+def audio_devices(kind: str) -> list[str]:
+    """One line per PortAudio device with `kind` ("input" or "output") channels, or one line saying why none."""
     try:
         import sounddevice as sd
 
         devices = sd.query_devices()
     except (OSError, ImportError) as e:
         return [f"(none: PortAudio is missing — install libportaudio2; {e})"]
-    lines = [f"{i}: {d['name']} ({d['max_input_channels']} ch, {d['default_samplerate']:g} Hz)"
-             for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+    key = f"max_{kind}_channels"
+    lines = [f"{i}: {d['name']} ({d[key]} ch, {d['default_samplerate']:g} Hz)"
+             for i, d in enumerate(devices) if d[key] > 0]
     return lines or ["(none found)"]
 
 
@@ -62,6 +63,8 @@ def virtual_camera() -> str:
 def report() -> str:
     cams = cameras() or ["(none found)"]
     return "\n".join(
-        ["cameras:", *(f"  {c}" for c in cams), "microphones:", *(f"  {m}" for m in microphones()),
+        ["cameras:", *(f"  {c}" for c in cams),
+         "microphones (--mic):", *(f"  {m}" for m in audio_devices("input")),
+         "audio outputs (--audio-out):", *(f"  {m}" for m in audio_devices("output")),
          "virtual camera:", f"  {virtual_camera()}"]
     )

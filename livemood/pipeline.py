@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from livemood.audio import AudioUnavailable
+from livemood.audio_feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
 from livemood.capture import Source, open_source
 from livemood.config import RunConfig, UsageError
 from livemood.controls import ControlState
@@ -61,9 +64,11 @@ class Pipeline:
         paced: bool,
         status: bool = False,
         tracker: FaceTracker | None = None,
+        audio: AudioFeed | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
+        self.audio = audio
         self.engine = engine
         self.sinks = list(sinks)
         self.controls = controls
@@ -101,20 +106,31 @@ class Pipeline:
             except Closed:
                 return
             if frame is not None:
-                self._send(self._process(frame), frame)
+                window = self.audio.window(frame.time_s) if self._uses_audio else None
+                self._send(self._process(frame, window), frame)
+
+    @property
+    def _uses_audio(self) -> bool:
+        return self.audio is not None and self.engine.needs_audio
 
     def _loop_paced(self) -> None:
         period = 1.0 / self.source.fps
         tick = now()
         last: tuple[np.ndarray, Frame] | None = None
-        next_status = tick + STATUS_EVERY_S
+        held: deque[Frame] = deque()  # live frames waiting for their audio (the look-ahead)
+        next_report = tick + STATUS_EVERY_S
         while True:
             try:
                 frame = self.source.get(timeout=max(0.0, tick + period - now()))
             except Closed:
                 return
+            if self.audio is not None:
+                self.audio.poll()
             if frame is not None:
-                last = (self._process(frame), frame)
+                held.append(frame)
+            ready = self._take_ready(held)
+            if ready is not None:
+                last = (self._process(*ready), ready[0])
                 self._send(*last)
             elif last is not None:
                 self._repeated += 1
@@ -125,11 +141,24 @@ class Pipeline:
                 tick = t
             elif t < tick:
                 time.sleep(tick - t)
-            if self.status and t >= next_status:
-                next_status = t + STATUS_EVERY_S
+            if t >= next_report:
+                next_report = t + STATUS_EVERY_S
                 self._report()
 
-    def _process(self, frame: Frame) -> np.ndarray:
+    def _take_ready(self, held: deque[Frame]) -> tuple[Frame, np.ndarray | None] | None:
+        """The oldest held frame with its audio window once that audio has arrived (or waited too long)."""
+        if not held:
+            return None
+        if not self._uses_audio:
+            return held.popleft(), None
+        assert self.audio is not None
+        frame = held[0]
+        window = self.audio.window(frame.time_s)
+        if window is None and now() - frame.t_capture < self.audio.wait_s + MAX_EXTRA_WAIT_S:
+            return None
+        return held.popleft(), window
+
+    def _process(self, frame: Frame, window: np.ndarray | None) -> np.ndarray:
         """The engine's output for this frame, or the frame itself if the engine fails."""
         self._frames += 1
         controls = self.controls.get()
@@ -142,7 +171,7 @@ class Pipeline:
                 t1 = now()
                 self.times.add("face", t1 - t0)
                 t0 = t1
-            out = self.engine.process(frame.image, face, None, controls)
+            out = self.engine.process(frame.image, face, window, controls)
             if out.shape != frame.image.shape or out.dtype != np.uint8:
                 raise ValueError(f"engine returned {out.shape} {out.dtype}, expected {frame.image.shape} uint8")
         except Exception:
@@ -167,18 +196,24 @@ class Pipeline:
         self._sent += 1
 
     def _report(self) -> None:
+        """Once a second when live: the audio out follows the measured latency; the status line if asked for."""
         window = self.times.take()
-        stages = "  ".join(f"{k} {v:.1f}ms" for k, v in window.stage_p50_ms().items())
         lat = window.latency_ms()
-        log.info("%4.1f fps  latency p50 %.0fms p95 %.0fms  %s  dropped %d  repeated %d",
-                 len(window.latencies) / STATUS_EVERY_S, lat["p50"], lat["p95"], stages,
-                 self.source.dropped, self._repeated)
+        if self.audio is not None and window.latencies:
+            self.audio.set_output_delay(lat["p50"] / 1e3)
+        if self.status:
+            stages = "  ".join(f"{k} {v:.1f}ms" for k, v in window.stage_p50_ms().items())
+            log.info("%4.1f fps  latency p50 %.0fms p95 %.0fms  %s  dropped %d  repeated %d",
+                     len(window.latencies) / STATUS_EVERY_S, lat["p50"], lat["p95"], stages,
+                     self.source.dropped, self._repeated)
 
     def _shutdown(self, finish: bool) -> None:
         self.source.close()
         self.engine.close()
         if self.tracker is not None:
             self.tracker.close()
+        if self.audio is not None:
+            self.audio.close()
         for sink in self.sinks:
             try:
                 sink.close() if finish else sink.abort()
@@ -218,4 +253,15 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
         raise
     paced = source.live or any(sink.live for sink in sinks)
     tracker = FaceTracker() if engine.needs_face else None
-    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced, tracker=tracker)
+    try:
+        audio = open_audio_feed(source.live, source.audio_path, engine.needs_audio, config.audio.mic,
+                                config.audio.audio_out, config.audio.lookahead)
+    except AudioUnavailable as e:
+        source.close()
+        for sink in sinks:
+            sink.abort()
+        raise UsageError(f"the {engine.name} engine needs audio: {e}") from e
+    if audio is not None and audio.live and engine.needs_audio:
+        log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
+    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced,
+                    tracker=tracker, audio=audio)

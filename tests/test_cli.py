@@ -87,5 +87,5 @@ def test_bench_prints_one_json_line(media: Path) -> None:
 def test_devices_says_why_there_is_no_virtual_camera(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
-    assert "cameras:" in out and "microphones:" in out
+    assert "cameras:" in out and "microphones (--mic):" in out and "audio outputs (--audio-out):" in out
     assert "virtual camera:" in out and ("usable" in out or "To get one" in out)

@@ -82,6 +82,12 @@ def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"pulseaudio did not start: {log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.1)
+        # Whatever imported sounddevice first (mediapipe does) made PortAudio list devices before this server
+        # existed: rescan so its "pulse" device is found.
+        import sounddevice as sd
+
+        sd._terminate()
+        sd._initialize()
         yield socket
     finally:
         patch.undo()
