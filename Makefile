@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	mkdir -p out
-	$(VENV)/bin/livemood --source demo --output out/demo.mp4
+	$(VENV)/bin/livemood --source demo --tour 1.5 --intensity 0.8 --output out/demo.mp4
 
 test: install
 	$(VENV)/bin/ruff check .

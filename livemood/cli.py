@@ -66,6 +66,7 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
         engine=args.engine,
         weights=args.weights,
         controls=Controls(args.emotion, args.intensity),
+        tour_s=None if bench else args.tour,
         audio=audio,
         bench=bench,
     )
@@ -87,6 +88,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--output", type=Path, help="write a video file (with the source's audio) instead of a camera")
     p.add_argument("--preview", action="store_true", help="also show the output in a window")
     p.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: the first one)")
+    p.add_argument("--tour", type=float, metavar="SECONDS",
+                   help="show every emotion in turn, switching every SECONDS of video (a showcase)")
     p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
     p.add_argument("--audio-out", metavar="DEVICE",
                    help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
@@ -95,14 +98,16 @@ def cmd_run(argv: Sequence[str]) -> int:
                    "the past (no delay) (default: %(default)s)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
+    from livemood.hotkeys import GlobalKeys, TerminalKeys
     from livemood.pipeline import assemble
     from livemood.stats import StageTimes
 
     config = _run_config(args, bench=False)
     pipeline = assemble(config, StageTimes())
-    result = pipeline.run()
+    with TerminalKeys(pipeline.controls, pipeline.stop.set), GlobalKeys(pipeline.controls, pipeline.stop.set):
+        result = pipeline.run()
     log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
-    if result.interrupted and not pipeline.source.live:
+    if result.interrupted and config.output.file is not None and not pipeline.source.live:
         log.info("stopped before the end of %s: no output file was written", config.source.location)
     return 0
 
@@ -147,7 +152,25 @@ def cmd_devices(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "devices": cmd_devices}
+def cmd_evaluate(argv: Sequence[str]) -> int:
+    p = _Parser(prog="livemood evaluate",
+                description="Score the face's expression in an input video and in the filtered output.")
+    p.add_argument("--source", type=Path, required=True, help="the original video")
+    p.add_argument("--output", type=Path, required=True, help="the filtered video made from it")
+    p.add_argument("--emotion", help=f"the target emotion, one of: {', '.join(EMOTIONS)}")
+    p.add_argument("--plot", type=Path, help="per-frame chart (default: next to the output, .evaluate.png)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON line")
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from livemood.evaluate import evaluate_videos, format_report
+
+    plot = args.plot or args.output.with_suffix(".evaluate.png")
+    report = evaluate_videos(args.source, args.output, args.emotion, plot)
+    sys.stdout.write((report.to_json() if args.json else format_report(report)) + "\n")
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,8 +18,8 @@ EMOTIONS: tuple[str, ...] = (
     "disgusted",
     "contempt",
 )
-ENGINES: tuple[str, ...] = ("passthrough", "identity")
-DEFAULT_ENGINE = "passthrough"
+ENGINES: tuple[str, ...] = ("warp", "passthrough", "identity")
+DEFAULT_ENGINE = "warp"
 
 DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size
 DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output
@@ -124,6 +124,7 @@ class RunConfig:
     engine: str = DEFAULT_ENGINE
     weights: Path | None = None
     controls: Controls = Controls()
+    tour_s: float | None = None  # switch to the next emotion every this many seconds of source time (a showcase)
     audio: AudioConfig = AudioConfig()
     bench: bool = False  # discard the output and never pace: measure the pipeline itself
 
@@ -133,5 +134,7 @@ class RunConfig:
         if self.weights is not None and not self.weights.is_file():
             raise UsageError(f"weights file not found: {self.weights}")
         check_size_fps(self.source.size, self.source.fps)
+        if self.tour_s is not None and self.tour_s <= 0:
+            raise UsageError(f"--tour needs a positive number of seconds, got {self.tour_s:g}")
         if self.audio.audio_out is not None and not self.source.live:
             raise UsageError("--audio-out plays the microphone delayed to match the video: it needs a camera source")

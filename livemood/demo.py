@@ -16,7 +16,7 @@ from livemood.handoff import DropPolicy
 from livemood.stats import StageTimes
 
 DEMO_FPS = 25.0
-DEMO_SECONDS = 8.0  # length of a finite demo (file output)
+DEMO_SECONDS = 12.0  # length of a finite demo (file output): 1.5 s for each of the 8 emotions
 DEMO_SIZE = (512, 512)  # (width, height) of the output frames
 
 # Portrait geometry in the 512x512 source photo, measured once with mediapipe face mesh (pixels).

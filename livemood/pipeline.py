@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -13,12 +14,13 @@ import numpy as np
 from livemood.audio import AudioUnavailable
 from livemood.audio_feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
 from livemood.capture import Source, open_source
-from livemood.config import RunConfig, UsageError
+from livemood.config import EMOTIONS, RunConfig, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
 from livemood.face import FaceTracker
 from livemood.frames import Frame, now
 from livemood.handoff import Closed
+from livemood.hotkeys import apply_key, key_from_waitkey
 from livemood.output import (
     LIVE_TIME_BASE,
     FileSink,
@@ -65,10 +67,12 @@ class Pipeline:
         status: bool = False,
         tracker: FaceTracker | None = None,
         audio: AudioFeed | None = None,
+        tour_s: float | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
         self.audio = audio
+        self.tour_s = tour_s
         self.engine = engine
         self.sinks = list(sinks)
         self.controls = controls
@@ -77,6 +81,7 @@ class Pipeline:
         self.status = status
         self._frames = self._sent = self._repeated = self._engine_errors = 0
         self._t_start = now()
+        self.stop = threading.Event()  # set by a quit key; checked once per frame
 
     def run(self) -> RunResult:
         """Process until the end; closes the source, engine and sinks whatever happens."""
@@ -85,6 +90,9 @@ class Pipeline:
         try:
             self.source.start()
             self._loop_paced() if self.paced else self._loop_unpaced()
+            if self.stop.is_set():  # a quit key ends the run as Ctrl-C does
+                interrupted = True
+                log.info("stopped by a quit key")
         except KeyboardInterrupt:
             interrupted = True
             log.info("interrupted")
@@ -100,7 +108,7 @@ class Pipeline:
                          now() - t_start, interrupted)
 
     def _loop_unpaced(self) -> None:
-        while True:
+        while not self.stop.is_set():
             try:
                 frame = self.source.get()
             except Closed:
@@ -119,7 +127,7 @@ class Pipeline:
         last: tuple[np.ndarray, Frame] | None = None
         held: deque[Frame] = deque()  # live frames waiting for their audio (the look-ahead)
         next_report = tick + STATUS_EVERY_S
-        while True:
+        while not self.stop.is_set():
             try:
                 frame = self.source.get(timeout=max(0.0, tick + period - now()))
             except Closed:
@@ -161,6 +169,10 @@ class Pipeline:
     def _process(self, frame: Frame, window: np.ndarray | None) -> np.ndarray:
         """The engine's output for this frame, or the frame itself if the engine fails."""
         self._frames += 1
+        if self.tour_s is not None:
+            emotion = EMOTIONS[int(frame.time_s // self.tour_s) % len(EMOTIONS)]
+            if emotion != self.controls.get().emotion:
+                self.controls.update(emotion=emotion)
         controls = self.controls.get()
         t0 = now()
         try:
@@ -189,6 +201,10 @@ class Pipeline:
         time_s = t0 - self._t_start if self.source.live else frame.time_s
         for sink in self.sinks:
             sink.send(image, time_s)
+            if isinstance(sink, PreviewSink):  # keys pressed while the preview window has focus
+                key = key_from_waitkey(sink.last_key)
+                if key is not None and apply_key(self.controls, key):
+                    self.stop.set()
         t1 = now()
         self.times.add("output", t1 - t0)
         if fresh:
@@ -264,4 +280,4 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
     if audio is not None and audio.live and engine.needs_audio:
         log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
     return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced,
-                    tracker=tracker, audio=audio)
+                    tracker=tracker, audio=audio, tour_s=config.tour_s)

@@ -63,7 +63,7 @@ def test_demo_writes_a_moving_portrait(tmp_path: Path, caplog: pytest.LogCapture
         assert main(["--source", "demo", "--output", str(out)]) == 0
     assert any(str(out) in r.message for r in caplog.records), "says where the result is"
     frames = read_frames(out)
-    assert len(frames) == 200 and frames[0].shape == (512, 512, 3)
+    assert len(frames) == 300 and frames[0].shape == (512, 512, 3)  # 12 s at 25 fps
     # The head sways and the mouth moves: consecutive frames differ, but never by much.
     steps = [np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(frames)]
     assert min(steps) > 0.05 and max(steps) < 20

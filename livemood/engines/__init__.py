@@ -74,4 +74,8 @@ def make_engine(name: str) -> Engine:
         return PassthroughEngine()
     if name == "identity":
         return IdentityEngine()
+    if name == "warp":
+        from livemood.engines.warp import WarpEngine
+
+        return WarpEngine()
     raise ValueError(f"unknown engine {name!r}")
