@@ -68,16 +68,16 @@ ACTION_UNITS: dict[str, tuple[Handle, ...]] = {
         Handle(*OUTER_BROW, dx=0.0, dy=0.04, sigma=0.2),  # the oblique "sad brow": outer ends stay or drop
     ),
     "AU2 outer brow raiser": (
-        Handle(*OUTER_BROW, dx=0.0, dy=-0.2, sigma=0.28),
-        Handle(*MID_BROW, dx=0.0, dy=-0.1, sigma=0.24),
+        Handle(*OUTER_BROW, dx=0.0, dy=-0.24, sigma=0.28),
+        Handle(*MID_BROW, dx=0.0, dy=-0.14, sigma=0.24),
     ),
     "AU4 brow lowerer": (
         Handle(*INNER_BROW, dx=-0.09, dy=0.14, sigma=0.24),
         Handle(*MID_BROW, dx=0.0, dy=0.08, sigma=0.22),
     ),
     "AU5 upper lid raiser": (
-        Handle(*UPPER_LID, dx=0.0, dy=-0.07, sigma=0.1),
-        Handle(*LOWER_LID, dx=0.0, dy=0.02, sigma=0.08),
+        Handle(*UPPER_LID, dx=0.0, dy=-0.085, sigma=0.1),
+        Handle(*LOWER_LID, dx=0.0, dy=0.025, sigma=0.08),
     ),
     "AU6 cheek raiser": (
         Handle(*CHEEK, dx=0.03, dy=-0.13, sigma=0.3),
@@ -105,7 +105,9 @@ EMOTION_AUS: dict[str, dict[str, float]] = {
     "sad": {"AU1 inner brow raiser": 1.0, "AU4 brow lowerer": 0.5, "AU15 lip corner depressor": 1.0},
     "angry": {"AU4 brow lowerer": 1.2, "AU5 upper lid raiser": 0.4, "AU7 lid tightener": 1.0,
               "AU23 lip tightener": 1.0},
-    "surprised": {"AU1 inner brow raiser": 1.0, "AU2 outer brow raiser": 1.0, "AU5 upper lid raiser": 1.0},
+    # Surprise's jaw drop stays the speaker's; narrowing the corners rounds the mouth without opening it.
+    "surprised": {"AU1 inner brow raiser": 1.0, "AU2 outer brow raiser": 1.0, "AU5 upper lid raiser": 1.0,
+                  "AU23 lip tightener": 0.8},
     "fearful": {"AU1 inner brow raiser": 1.0, "AU2 outer brow raiser": 0.7, "AU4 brow lowerer": 0.6,
                 "AU5 upper lid raiser": 1.0, "AU20 lip stretcher": 1.0},
     "disgusted": {"AU9 nose wrinkler": 1.0, "AU4 brow lowerer": 0.5, "AU15 lip corner depressor": 0.6},
