@@ -162,7 +162,8 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
-    from livemood.evaluate import evaluate_videos, format_report
+    from livemood.evaluate import evaluate_videos
+    from livemood.evaluate_report import format_report
 
     plot = args.plot or args.output.with_suffix(".evaluate.png")
     report = evaluate_videos(args.source, args.output, args.emotion, plot)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from livemood.config import UsageError
-from livemood.evaluate import background_mask, evaluate_videos, format_report, lip_opening
+from livemood.evaluate import background_mask, evaluate_videos, lip_opening
+from livemood.evaluate_report import format_report
 from livemood.expression import ExpressionClassifier
 from livemood.face import FaceTracker
 
