@@ -102,7 +102,7 @@ class Source(ABC):
         self.close()
 
 
-def _opencv_api(target: int | str) -> int:
+def opencv_api(target: int | str) -> int:
     """The capture API that opens local cameras fastest per platform (MJPG works on V4L2 and DirectShow)."""
     if isinstance(target, str):
         return cv2.CAP_ANY
@@ -146,7 +146,7 @@ class CameraSource(Source):
         log.info("camera %s: %dx%d, pacing at %.3g fps", target, *self.size, self.fps)
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.target, _opencv_api(self.target))
+        cap = cv2.VideoCapture(self.target, opencv_api(self.target))
         if not cap.isOpened():
             cap.release()
             raise UsageError(f"camera {self.target} could not be opened (see `livemood devices`)")

@@ -7,7 +7,7 @@ import sys
 
 import cv2
 
-from livemood.capture import _opencv_api
+from livemood.capture import opencv_api
 from livemood.config import UsageError
 
 PROBE_INDICES = range(6)  # camera indices tried where devices cannot be listed
@@ -21,7 +21,7 @@ def cameras() -> list[str]:
         indices = list(PROBE_INDICES)
     found = []
     for index in indices:
-        cap = cv2.VideoCapture(index, _opencv_api(index))
+        cap = cv2.VideoCapture(index, opencv_api(index))
         try:
             ok, frame = cap.read() if cap.isOpened() else (False, None)
             if ok and frame is not None:
