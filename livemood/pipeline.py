@@ -75,6 +75,8 @@ class Pipeline:
         self.tour_s = tour_s
         self.engine = engine
         self.sinks = list(sinks)
+        # Keys pressed while the preview window has focus steer the controls.
+        self._preview = next((sink for sink in self.sinks if isinstance(sink, PreviewSink)), None)
         self.controls = controls
         self.times = times
         self.paced = paced
@@ -201,10 +203,10 @@ class Pipeline:
         time_s = t0 - self._t_start if self.source.live else frame.time_s
         for sink in self.sinks:
             sink.send(image, time_s)
-            if isinstance(sink, PreviewSink):  # keys pressed while the preview window has focus
-                key = key_from_waitkey(sink.last_key)
-                if key is not None and apply_key(self.controls, key):
-                    self.stop.set()
+        if self._preview is not None:
+            key = key_from_waitkey(self._preview.last_key)
+            if key is not None and apply_key(self.controls, key):
+                self.stop.set()
         t1 = now()
         self.times.add("output", t1 - t0)
         if fresh:

@@ -10,6 +10,7 @@ inner lips, so the mouth opening moves with the speaker, and only corners, cheek
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -213,10 +214,16 @@ def _lock_mouth_opening(field: np.ndarray, gx: np.ndarray, gy: np.ndarray, landm
     field[..., 1] = (1.0 - weight) * field[..., 1] + weight * centre_dy[None, :]
 
 
+@functools.cache
+def _pixel_grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) float32 x and y pixel coordinates, built once per crop size."""
+    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+
 def warp_by_field(crop: np.ndarray, field: np.ndarray) -> np.ndarray:
     """Resample the crop so that content at p moves to p + field(p) (backward map with one fixed-point step)."""
     h, w = field.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    xs, ys = _pixel_grid(w, h)
     # The inverse of p → p + d(p) is q → q - d(q - d(q)) to second order for a smooth, small d.
     first = cv2.remap(field, xs - field[..., 0], ys - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.remap(crop, xs - first[..., 0], ys - first[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -238,7 +245,7 @@ class WarpEngine:
         if face is None:
             return frame
         weights = self.ramp.step(au_vector(controls), face.timestamp_ms)
-        if not weights.any() or np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
+        if np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
             return frame
         m = crop_transform(face, self.crop_size)
         crop = warp_crop(frame, m, self.crop_size)
