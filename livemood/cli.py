@@ -17,6 +17,8 @@ from typing import NoReturn
 
 from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
 from livemood.config import (
+    BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_ENGINE,
     EMOTIONS,
     ENGINES,
@@ -47,7 +49,11 @@ def _add_pipeline_args(p: argparse.ArgumentParser, source_default: str | None) -
     p.add_argument("--emotion", default="neutral", help=f"one of: {', '.join(EMOTIONS)} (default: %(default)s)")
     p.add_argument("--intensity", type=float, default=0.5, help="0 (unchanged) to 1 (full) (default: %(default)s)")
     p.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)} (default: %(default)s)")
-    p.add_argument("--weights", type=Path, help="model weights for the neural engine")
+    p.add_argument("--weights", type=Path,
+                   help="the neural engine's model: a Wav2Lip-format checkpoint (.pth) or an exported .onnx")
+    p.add_argument("--backend", default=DEFAULT_BACKEND,
+                   help=f"the neural engine's inference backend, one of: {', '.join(BACKENDS)} (default: %(default)s,"
+                   " the fastest this machine can run)")
     p.add_argument("--width", type=int, help="frame width to request from the camera, or to scale a file to")
     p.add_argument("--height", type=int, help="frame height to request from the camera, or to scale a file to")
     p.add_argument("--fps", type=float, help="frame rate to request from the camera")
@@ -65,6 +71,7 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
         output=output,
         engine=args.engine,
         weights=args.weights,
+        backend=args.backend,
         controls=Controls(args.emotion, args.intensity),
         tour_s=None if bench else args.tour,
         audio=audio,
@@ -171,7 +178,35 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate}
+def cmd_export(argv: Sequence[str]) -> int:
+    p = _Parser(prog="livemood export",
+                description="Export a generator checkpoint to ONNX and check ONNX Runtime against torch.")
+    p.add_argument("--weights", type=Path, required=True, help="a Wav2Lip-format checkpoint (.pth)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    args = p.parse_args(argv)
+    _setup_logging(False)
+    from livemood.export import PARITY_TOLERANCE, export_onnx, input_names, onnx_max_diff
+    from livemood.models.wav2lip import CheckpointError, load_generator
+
+    if not args.weights.is_file():
+        raise UsageError(f"weights file not found: {args.weights}")
+    if args.out.suffix != ".onnx" or not args.out.resolve().parent.is_dir():
+        raise UsageError(f"--out must be a .onnx path in an existing folder, got {args.out}")
+    try:
+        model = load_generator(args.weights)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    export_onnx(model, args.out)
+    diff = onnx_max_diff(model, args.out)
+    ok = diff <= PARITY_TOLERANCE
+    sys.stdout.write(f"wrote {args.out} ({type(model).__name__}, width {model.width:g}, inputs "
+                     f"{', '.join(input_names(model))}); "
+                     f"ONNX Runtime vs torch max|diff| = {diff:.2e} ({'ok' if ok else 'FAILED'}, "
+                     f"tolerance {PARITY_TOLERANCE:g})\n")
+    return 0 if ok else 1
+
+
+COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate, "export": cmd_export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,8 +18,10 @@ EMOTIONS: tuple[str, ...] = (
     "disgusted",
     "contempt",
 )
-ENGINES: tuple[str, ...] = ("warp", "passthrough", "identity")
+ENGINES: tuple[str, ...] = ("warp", "neural", "passthrough", "identity")
 DEFAULT_ENGINE = "warp"
+BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "torch", "torch-cpu")
+DEFAULT_BACKEND = "auto"  # the fastest this machine can run (see livemood.backends)
 
 DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size
 DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output
@@ -122,7 +124,8 @@ class RunConfig:
     source: SourceConfig
     output: OutputConfig
     engine: str = DEFAULT_ENGINE
-    weights: Path | None = None
+    weights: Path | None = None  # the neural engine's checkpoint (.pth) or exported model (.onnx)
+    backend: str = DEFAULT_BACKEND  # the neural engine's inference backend
     controls: Controls = Controls()
     tour_s: float | None = None  # switch to the next emotion every this many seconds of source time (a showcase)
     audio: AudioConfig = AudioConfig()
@@ -133,6 +136,10 @@ class RunConfig:
             raise UsageError(f"unknown engine {self.engine!r}; choose one of: {', '.join(ENGINES)}")
         if self.weights is not None and not self.weights.is_file():
             raise UsageError(f"weights file not found: {self.weights}")
+        if self.backend not in BACKENDS:
+            raise UsageError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.engine == "neural" and self.weights is None:
+            raise UsageError("the neural engine needs --weights (a Wav2Lip-format checkpoint or an exported .onnx)")
         check_size_fps(self.source.size, self.source.fps)
         if self.tour_s is not None and self.tour_s <= 0:
             raise UsageError(f"--tour needs a positive number of seconds, got {self.tour_s:g}")

@@ -6,6 +6,8 @@ import dataclasses
 import logging
 import threading
 
+import numpy as np
+
 from livemood.config import Controls
 
 log = logging.getLogger(__name__)
@@ -30,3 +32,25 @@ class ControlState:
         log.info("emotion %s, intensity %.1f%s", controls.emotion, controls.intensity,
                  " (bypass)" if controls.bypass else "")
         return controls
+
+
+RAMP_TIME_S = 0.2  # switching emotion, intensity or bypass takes at most this long
+
+
+class Ramp:
+    """Moves a vector of weights toward a target at a bounded rate, so a switch never pops.
+
+    Linear in time: a weight goes from 0 to `full_scale` in `time_s`; switching emotion ramps the old weights down
+    while the new ones come up. Time comes from the frames' stamps (milliseconds), so it holds for files too.
+    """
+
+    def __init__(self, size: int, full_scale: float = 1.0, time_s: float = RAMP_TIME_S) -> None:
+        self.rate = full_scale / time_s  # weight per second
+        self.value = np.zeros(size)
+        self._t_ms: int | None = None
+
+    def step(self, target: np.ndarray, t_ms: int) -> np.ndarray:
+        dt_s = 0.0 if self._t_ms is None else max(0.0, (t_ms - self._t_ms) / 1e3)
+        self._t_ms = t_ms
+        self.value += np.clip(target - self.value, -self.rate * dt_s, self.rate * dt_s)
+        return self.value

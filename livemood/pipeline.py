@@ -247,7 +247,7 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
     source = open_source(config.source, times, endless=to_camera, replay=config.bench)
     sinks: list[Sink] = []
     try:
-        engine = make_engine(config.engine)
+        engine = make_engine(config.engine, config.weights, config.backend)
         if config.bench:
             sinks.append(NullSink())
         elif config.output.file is not None:

@@ -58,7 +58,7 @@ def test_engine_that_needs_audio_refuses_a_source_without_it(monkeypatch: pytest
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     import livemood.pipeline
 
-    monkeypatch.setattr(livemood.pipeline, "make_engine", lambda name: AudioSpy())
+    monkeypatch.setattr(livemood.pipeline, "make_engine", lambda *args: AudioSpy())
     code = main(["--source", "demo", "--output", str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs audio" in err[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -68,8 +69,8 @@ class IdentityEngine:
         pass
 
 
-def make_engine(name: str) -> Engine:
-    """The engine called `name` (one of `config.ENGINES`)."""
+def make_engine(name: str, weights: Path | None = None, backend: str = "auto") -> Engine:
+    """The engine called `name` (one of `config.ENGINES`); the neural one runs `weights` on `backend`."""
     if name == "passthrough":
         return PassthroughEngine()
     if name == "identity":
@@ -78,4 +79,11 @@ def make_engine(name: str) -> Engine:
         from livemood.engines.warp import WarpEngine
 
         return WarpEngine()
+    if name == "neural":
+        from livemood.backends import open_runner
+        from livemood.engines.neural import NeuralEngine
+
+        if weights is None:
+            raise ValueError("the neural engine needs weights")
+        return NeuralEngine(open_runner(weights, backend))
     raise ValueError(f"unknown engine {name!r}")

@@ -1,0 +1,81 @@
+"""Compiled artefacts (exported ONNX models, TensorRT engines) cached on disk, keyed and checked.
+
+Each artefact is two files in the cache folder: `NAME.SUFFIX` (the bytes) and `NAME.SUFFIX.json` (its key: what it
+was built from and for, e.g. the ONNX hash, TensorRT version and GPU, plus the artefact's own sha256). An artefact is
+used only if its key equals the current one and its bytes still hash to the recorded value; otherwise the caller is
+told why and rebuilds it. Files are written under a temporary name and renamed, so a crash never leaves a
+half-written artefact behind a valid key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ENGINE_DIR_VARIABLE = "LIVEMOOD_ENGINE_DIR"  # overrides the default folder
+_PROJECT_ENGINES = Path(__file__).resolve().parents[2] / "engines"
+_CHUNK = 1 << 20  # bytes read at a time when hashing
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ArtefactCache:
+    """A folder of keyed artefacts; see the module docstring."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder or Path(os.environ.get(ENGINE_DIR_VARIABLE, _PROJECT_ENGINES))
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def lookup(self, name: str, key: dict[str, str]) -> Path | None:
+        """The artefact's path if it exists, was built for `key` and is intact; None (and the reason logged) if
+        it must be built."""
+        path, meta = self.path(name), self._meta_path(name)
+        if not path.exists() or not meta.exists():
+            return None
+        try:
+            recorded = json.loads(meta.read_text())
+        except (OSError, ValueError) as e:
+            log.warning("%s: unreadable key file (%s); rebuilding", meta, e)
+            return None
+        changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in key.items() if recorded.get(k) != v]
+        if changed:
+            log.warning("%s was built for another set-up (%s); rebuilding", path.name, "; ".join(changed))
+            return None
+        if file_sha256(path) != recorded.get("sha256"):
+            log.warning("%s is corrupt (its sha256 differs from the one recorded when it was built); rebuilding",
+                        path)
+            return None
+        return path
+
+    def store(self, name: str, key: dict[str, str], data: bytes | Path) -> Path:
+        """Save an artefact (bytes, or a file to move in) with its key; returns its path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path, meta = self.path(name), self._meta_path(name)
+        tmp = path.with_name(path.name + ".tmp")
+        if isinstance(data, Path):
+            os.replace(data, tmp)
+        else:
+            tmp.write_bytes(data)
+        record = {**key, "sha256": file_sha256(tmp)}
+        meta.unlink(missing_ok=True)  # no moment where the old key describes the new bytes
+        os.replace(tmp, path)
+        meta_tmp = meta.with_name(meta.name + ".tmp")
+        meta_tmp.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(meta_tmp, meta)
+        return path
+
+    def _meta_path(self, name: str) -> Path:
+        return self.path(name + ".json")
