@@ -1,0 +1,1 @@
+"""Training the emotion-conditioned Wav2Lip generator: data scanning, preprocessing and datasets (`data`)."""
