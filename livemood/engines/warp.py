@@ -29,7 +29,9 @@ AU_GAIN = 1.5  # face units per unit of AU weight: intensity 1 gives a strong bu
 FIELD_SIZE = 48  # the displacement field is computed on this grid over the crop, then enlarged (it is smooth)
 RAMP_TIME_S = 0.2  # switching emotion, intensity or bypass takes at most this long
 MIN_JACOBIAN = 0.35  # the backward map's Jacobian determinant stays above this: no folds, no extreme stretch
-FIELD_MASK = BlendConfig(grow=0.02, feather=0.25)  # the field fades out over the face's outer quarter
+# The field fades out over the face's outer rim: 0.12 of the crop's half side is about 0.27 face units. A wider
+# feather reaches the lip corners, cheeks and eyes and weakens them, most on the far side of a turned head.
+FIELD_MASK = BlendConfig(grow=0.02, feather=0.12)
 PASTE_MASK = BlendConfig(grow=0.03, feather=0.08)
 
 
@@ -59,6 +61,10 @@ LOWER_LID = ((145, 153, 144), (374, 380, 373))
 CHEEK = ((205, 50), (425, 280))
 NOSE_WING = ((98, 129), (327, 358))
 LIP_CORNER = ((61, 146, 185), (291, 375, 409))
+# Just outside the lip corners, where the corner muscles meet: pulling here curves the lips less than pulling the
+# corner itself, so the re-tracked mouth opening stays closer to the speaker's.
+MODIOLUS = ((57, 212), (287, 432))
+UNDER_EYE = ((118, 119), (347, 348))  # the lower lid's cheek side, which a smile pushes up
 MOUTH_CORNERS = (61, 291)  # outer lip corners
 UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17  # outer lip line at the midline
 MOUTH_LOCK_MARGIN = 0.15  # face units beyond the lips over which the lock fades out
@@ -72,28 +78,30 @@ ACTION_UNITS: dict[str, tuple[Handle, ...]] = {
         Handle(*OUTER_BROW, dx=0.0, dy=-0.24, sigma=0.28),
         Handle(*MID_BROW, dx=0.0, dy=-0.14, sigma=0.24),
     ),
-    "AU4 brow lowerer": (
-        Handle(*INNER_BROW, dx=-0.09, dy=0.14, sigma=0.24),
-        Handle(*MID_BROW, dx=0.0, dy=0.08, sigma=0.22),
+    "AU4 brow lowerer": (  # the corrugator pulls the brows down and together, bunching the skin between them
+        Handle(*INNER_BROW, dx=-0.1, dy=0.14, sigma=0.24),
+        Handle(*MID_BROW, dx=-0.08, dy=0.09, sigma=0.22),
     ),
     "AU5 upper lid raiser": (
         Handle(*UPPER_LID, dx=0.0, dy=-0.085, sigma=0.1),
         Handle(*LOWER_LID, dx=0.0, dy=0.025, sigma=0.08),
     ),
-    "AU6 cheek raiser": (
+    "AU6 cheek raiser": (  # the Duchenne marker: cheeks up, lower lids pushed up, the brows' outer ends drawn down
         Handle(*CHEEK, dx=0.03, dy=-0.13, sigma=0.3),
-        Handle(*LOWER_LID, dx=0.0, dy=-0.05, sigma=0.1),
+        Handle(*UNDER_EYE, dx=0.0, dy=-0.06, sigma=0.14),
+        Handle(*LOWER_LID, dx=0.0, dy=-0.06, sigma=0.1),
+        Handle(*OUTER_BROW, dx=0.0, dy=0.04, sigma=0.2),
     ),
     "AU7 lid tightener": (
         Handle(*LOWER_LID, dx=0.0, dy=-0.05, sigma=0.09),
         Handle(*UPPER_LID, dx=0.0, dy=0.02, sigma=0.08),
     ),
     "AU9 nose wrinkler": (Handle(*NOSE_WING, dx=0.0, dy=-0.09, sigma=0.16),),
-    "AU12 lip corner puller": (Handle(*LIP_CORNER, dx=0.22, dy=-0.2, sigma=0.26),),
+    "AU12 lip corner puller": (Handle(*MODIOLUS, dx=0.22, dy=-0.2, sigma=0.26),),
     "AU14 dimpler": (Handle(*LIP_CORNER, dx=0.04, dy=-0.04, sigma=0.16),),
-    "AU15 lip corner depressor": (Handle(*LIP_CORNER, dx=0.03, dy=0.2, sigma=0.26),),
+    "AU15 lip corner depressor": (Handle(*MODIOLUS, dx=0.0, dy=0.12, sigma=0.22),),
     "AU20 lip stretcher": (Handle(*LIP_CORNER, dx=0.15, dy=0.03, sigma=0.24),),
-    "AU23 lip tightener": (Handle(*LIP_CORNER, dx=-0.07, dy=0.0, sigma=0.2),),
+    "AU23 lip tightener": (Handle(*MODIOLUS, dx=-0.07, dy=0.0, sigma=0.2),),
     "AU12 left lip corner puller": (Handle(*LIP_CORNER, dx=0.12, dy=-0.16, sigma=0.24, one_side=True),),
     "AU14 left dimpler": (Handle(*LIP_CORNER, dx=0.05, dy=-0.04, sigma=0.15, one_side=True),),
 }
