@@ -130,8 +130,10 @@ def cmd_bench(argv: Sequence[str]) -> int:
 
     config = _run_config(args, bench=True)
     times = StageTimes()
-    result = assemble(config, times).run()
+    pipeline = assemble(config, times)
+    result = pipeline.run()
     report = {
+        "engine": pipeline.engine.name,
         "frames": result.frames,
         "fps": round(result.frames / max(result.wall_s, 1e-9), 2),
         "latency_ms": times.latency_ms(),
@@ -142,8 +144,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(report) + "\n")
     else:
         lat = report["latency_ms"]
-        sys.stdout.write(f"{report['frames']} frames, {report['fps']} fps, latency p50 {lat['p50']} ms, "
-                         f"p95 {lat['p95']} ms, max {lat['max']} ms, dropped {report['dropped']}\n")
+        sys.stdout.write(f"{report['engine']}: {report['frames']} frames, {report['fps']} fps, "
+                         f"latency p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms, "
+                         f"dropped {report['dropped']}\n")
         for stage, ms in report["stages_ms"].items():
             sys.stdout.write(f"  {stage:<10} p50 {ms:8.3f} ms\n")
     return 0
@@ -161,10 +164,17 @@ def cmd_devices(argv: Sequence[str]) -> int:
 
 def cmd_evaluate(argv: Sequence[str]) -> int:
     p = _Parser(prog="livemood evaluate",
-                description="Score the face's expression in an input video and in the filtered output.")
+                description="Score the face's expression in an input video and in the filtered output; with "
+                "--weights, render the output with that generator checkpoint first and also score lip sync and "
+                "visual quality.")
     p.add_argument("--source", type=Path, required=True, help="the original video")
-    p.add_argument("--output", type=Path, required=True, help="the filtered video made from it")
+    p.add_argument("--output", type=Path, required=True,
+                   help="the filtered video made from it (with --weights: where to write it)")
     p.add_argument("--emotion", help=f"the target emotion, one of: {', '.join(EMOTIONS)}")
+    p.add_argument("--weights", type=Path, help="a generator checkpoint to evaluate (renders --output first)")
+    p.add_argument("--intensity", type=float, default=0.6, help="with --weights: the intensity (default: %(default)s)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, help="with --weights: the inference backend")
+    p.add_argument("--syncnet", type=Path, help="SyncNet_color weights: adds lip-sync distance and confidence")
     p.add_argument("--plot", type=Path, help="per-frame chart (default: next to the output, .evaluate.png)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
@@ -172,9 +182,23 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     from livemood.evaluate import evaluate_videos
     from livemood.evaluate_report import format_report
 
+    if args.syncnet is not None and args.weights is None:
+        raise UsageError("--syncnet scores a checkpoint: give --weights too")
+    if args.weights is not None:
+        from livemood.evaluate_checkpoint import render
+
+        render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
     report = evaluate_videos(args.source, args.output, args.emotion, plot)
-    sys.stdout.write((report.to_json() if args.json else format_report(report)) + "\n")
+    result: dict[str, object] = report.to_dict()
+    text = format_report(report)
+    if args.weights is not None:
+        from livemood.evaluate_checkpoint import score_checkpoint_output
+
+        scores = score_checkpoint_output(args.source, args.output, args.syncnet)
+        result["checkpoint"] = {"weights": str(args.weights), "intensity": args.intensity, **scores.to_dict()}
+        text += "\n" + scores.summary()
+    sys.stdout.write((json.dumps(result, allow_nan=False) if args.json else text) + "\n")
     return 0
 
 
@@ -206,7 +230,53 @@ def cmd_export(argv: Sequence[str]) -> int:
     return 0 if ok else 1
 
 
-COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate, "export": cmd_export}
+def cmd_train(argv: Sequence[str]) -> int:
+    from livemood.training.losses import LossWeights
+    from livemood.training.train import MASKS, TrainConfig, train
+
+    p = _Parser(prog="livemood train", description="Train the Wav2Lip-Emotion generator on talking-face videos "
+                "(single GPU, CPU, or several processes under torchrun).")
+    p.add_argument("--data", type=Path, required=True, help="folder of videos with audio (MEAD's layout is recognised)")
+    p.add_argument("--out", type=Path, required=True, help="folder for checkpoints and losses.csv")
+    p.add_argument("--cache", type=Path, help="preprocessed-clip cache (default: OUT/cache)")
+    p.add_argument("--plain", action="store_true", help="a plain Wav2Lip generator (no emotion input), e.g. per pair")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier, 0.5 = slim (default: %(default)s)")
+    p.add_argument("--init", type=Path, help="generator checkpoint to start from (e.g. the original wav2lip.pth)")
+    p.add_argument("--syncnet", type=Path, help="pre-trained SyncNet_color checkpoint (enables the sync loss)")
+    p.add_argument("--resume", type=Path, help="continue from a checkpoint of this trainer")
+    p.add_argument("--paired", action="store_true",
+                   help="input from the neutral clip, targets from the same sentence in another emotion (MEAD)")
+    p.add_argument("--mask", choices=MASKS, default="lower", help="what the input hides (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=1000, help="total optimisation steps (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="global batch size (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default: %(default)s)")
+    defaults = LossWeights()
+    for term in ("l1", "sync", "gan", "emotion"):
+        p.add_argument(f"--{term}-weight", type=float, default=getattr(defaults, term),
+                       help=f"weight of the {term} loss (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=10, help="steps between loss log lines")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    args = p.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        weights = LossWeights(args.l1_weight, args.sync_weight, args.gan_weight, args.emotion_weight)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    config = TrainConfig(
+        data=args.data, out=args.out, cache=args.cache, conditioned=not args.plain, width=args.width,
+        init=args.init, syncnet=args.syncnet, resume=args.resume, paired=args.paired, mask=args.mask,
+        steps=args.steps, batch=args.batch, lr=args.lr, weights=weights, checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every, device=args.device, workers=args.workers, seed=args.seed)
+    train(config)
+    return 0
+
+
+COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate, "export": cmd_export,
+            "train": cmd_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

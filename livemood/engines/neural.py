@@ -84,6 +84,7 @@ class NeuralEngine:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self.name = f"neural ({runner.name})"
         self.ramp = Ramp(len(EMOTIONS) + 1)
         self.paste = FACE_PASTE if runner.conditioned else LOWER_FACE_PASTE
         if not runner.conditioned:

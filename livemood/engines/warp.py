@@ -21,13 +21,13 @@ import numpy as np
 from livemood.align import WARP_CROP_SIZE, crop_transform, face_frame, transform_points, warp_crop
 from livemood.blend import BlendConfig, face_mask, paste_back
 from livemood.config import Controls
+from livemood.controls import Ramp
 from livemood.face import Face
 
 log = logging.getLogger(__name__)
 
 AU_GAIN = 1.5  # face units per unit of AU weight: intensity 1 gives a strong but natural expression
 FIELD_SIZE = 48  # the displacement field is computed on this grid over the crop, then enlarged (it is smooth)
-RAMP_TIME_S = 0.2  # switching emotion, intensity or bypass takes at most this long
 MIN_JACOBIAN = 0.35  # the backward map's Jacobian determinant stays above this: no folds, no extreme stretch
 # The field fades out over the face's outer rim: 0.12 of the crop's half side is about 0.27 face units. A wider
 # feather reaches the lip corners, cheeks and eyes and weakens them, most on the far side of a turned head.
@@ -136,25 +136,6 @@ def au_vector(controls: Controls) -> np.ndarray:
     return target
 
 
-class Ramp:
-    """Moves the applied AU weights toward the target at a bounded rate: any switch takes RAMP_TIME_S, never pops.
-
-    Linear in time: the largest AU weight in any recipe (1.2) goes from 0 to full in RAMP_TIME_S; switching
-    emotion ramps the old AUs down while the new ones come up.
-    """
-
-    def __init__(self, time_s: float = RAMP_TIME_S) -> None:
-        self.rate = MAX_AU_WEIGHT / time_s  # AU weight per second
-        self.value = np.zeros(len(AU_NAMES))
-        self._t_ms: int | None = None
-
-    def step(self, target: np.ndarray, t_ms: int) -> np.ndarray:
-        dt_s = 0.0 if self._t_ms is None else max(0.0, (t_ms - self._t_ms) / 1e3)
-        self._t_ms = t_ms
-        self.value += np.clip(target - self.value, -self.rate * dt_s, self.rate * dt_s)
-        return self.value
-
-
 def _handle_table(landmarks: np.ndarray, weights: np.ndarray, unit: float, yaw_deg: float
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centres (K, 2), displacements (K, 2) and radii (K,) in crop pixels for the AUs with non-zero weight."""
@@ -246,7 +227,8 @@ class WarpEngine:
 
     def __init__(self, crop_size: int = WARP_CROP_SIZE) -> None:
         self.crop_size = crop_size
-        self.ramp = Ramp()
+        # The largest AU weight in any recipe goes from 0 to full in RAMP_TIME_S: no switch ever pops.
+        self.ramp = Ramp(len(AU_NAMES), full_scale=MAX_AU_WEIGHT)
 
     def process(self, frame: np.ndarray, face: Face | None, audio: np.ndarray | None, controls: Controls
                 ) -> np.ndarray:

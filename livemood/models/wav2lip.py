@@ -97,7 +97,7 @@ def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-def _stack(layers: tuple[Layer, ...], cin: int, width: float, first_transposed: bool = False) -> nn.Sequential:
+def conv_stack(layers: tuple[Layer, ...], cin: int, width: float, first_transposed: bool = False) -> nn.Sequential:
     blocks = []
     for i, (cout, kernel, stride, padding, residual) in enumerate(layers):
         cout = _scaled(cout, width)
@@ -116,14 +116,14 @@ class Wav2Lip(nn.Module):
         self.face_encoder_blocks = nn.ModuleList()
         cin = 6
         for level, cout in zip(FACE_ENCODER, enc_out, strict=True):
-            self.face_encoder_blocks.append(_stack(level, cin, width))
+            self.face_encoder_blocks.append(conv_stack(level, cin, width))
             cin = cout
-        self.audio_encoder = _stack(AUDIO_ENCODER, 1, width)
+        self.audio_encoder = conv_stack(AUDIO_ENCODER, 1, width)
         self.face_decoder_blocks = nn.ModuleList()
         self.decoder_channels: list[int] = []
         cin = _scaled(AUDIO_ENCODER[-1][0], width)
         for k, level in enumerate(FACE_DECODER):
-            self.face_decoder_blocks.append(_stack(level, cin, width, first_transposed=k > 0))
+            self.face_decoder_blocks.append(conv_stack(level, cin, width, first_transposed=k > 0))
             cout = _scaled(level[-1][0], width)
             self.decoder_channels.append(cout)
             cin = cout + enc_out[len(enc_out) - 1 - k]  # concatenated with the encoder feature of that size

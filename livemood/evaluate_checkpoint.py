@@ -1,0 +1,106 @@
+"""`livemood evaluate --weights`: a generator checkpoint judged on a clip.
+
+The clip is rendered through the neural engine (the same path as `livemood --engine neural`), then measured by
+`evaluate` (expression shift, valence proxy, lip opening, background) and here by:
+
+* lip sync with SyncNet_color (when its weights are given): LSE-D / LSE-C style distance and confidence of the
+  96x96 mouth crops against the clip's audio, for the input (the reference) and the output;
+* visual quality without a reference network: the output face's sharpness relative to the input's (variance of
+  the Laplacian over the aligned 256x256 face crop; 1 = as sharp, a blurry generator scores well below 1), and the
+  PSNR of the output face crop against the input's (how much of the face the generator redrew).
+
+All crops are taken where the face is tracked in the input, so both videos are measured at the same place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from livemood.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, warp_crop, wav2lip_transform
+from livemood.audio import mel_window, melspectrogram
+from livemood.audio_io import read_audio
+from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
+from livemood.face import FaceTracker
+
+PSNR_PEAK = 255.0
+
+
+@dataclass(frozen=True)
+class CheckpointScores:
+    sync_distance_source: float | None  # None without SyncNet weights
+    sync_confidence_source: float | None
+    sync_distance_output: float | None
+    sync_confidence_output: float | None
+    sharpness_ratio: float  # output face / input face, Laplacian variance
+    face_psnr_db: float  # output face crop vs input face crop
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {k: None if v is None else round(v, 6) for k, v in asdict(self).items()}
+
+    def summary(self) -> str:
+        if self.sync_distance_output is None:
+            sync = "lip sync (SyncNet): not measured, give --syncnet"
+        else:
+            sync = (f"lip sync (SyncNet distance / confidence): input {self.sync_distance_source:.3f} / "
+                    f"{self.sync_confidence_source:.3f}, output {self.sync_distance_output:.3f} / "
+                    f"{self.sync_confidence_output:.3f}")
+        return (f"{sync}\nface sharpness (output / input): {self.sharpness_ratio:.3f}; face PSNR output vs input: "
+                f"{self.face_psnr_db:.2f} dB")
+
+
+def render(weights: Path, source: Path, output: Path, emotion: str, intensity: float, backend: str) -> None:
+    """Write `output`: `source` through the neural engine with these weights and controls."""
+    from livemood.pipeline import assemble
+    from livemood.stats import StageTimes
+
+    config = RunConfig(source=SourceConfig.parse(str(source)), output=OutputConfig(output), engine="neural",
+                       weights=weights, backend=backend, controls=Controls(emotion, intensity))
+    assemble(config, StageTimes()).run()
+
+
+def _frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr24") for f in c.decode(c.streams.video[0])]
+
+
+def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) -> CheckpointScores:
+    """SyncNet scores and visual-quality measures of `output` (rendered from `source`); see the module docstring."""
+    src, out = _frames(source), _frames(output)
+    n = min(len(src), len(out))
+    with av.open(str(source)) as c:
+        fps = float(c.streams.video[0].average_rate or 25)
+    mouths: dict[str, list[np.ndarray]] = {"source": [], "output": []}
+    sharp, sse, count, windows = [0.0, 0.0], 0.0, 0, []
+    mel = melspectrogram(read_audio(source)[0])
+    with FaceTracker() as tracker:
+        for i in range(n):
+            face = tracker.track(src[i], round(i * 1e3 / fps))
+            if face is None:
+                continue
+            m96, m256 = wav2lip_transform(face, WAV2LIP_CROP_SIZE), crop_transform(face, WARP_CROP_SIZE)
+            for k, (name, frame) in enumerate((("source", src[i]), ("output", out[i]))):
+                mouths[name].append(warp_crop(frame, m96, WAV2LIP_CROP_SIZE))
+                grey = cv2.cvtColor(warp_crop(frame, m256, WARP_CROP_SIZE), cv2.COLOR_BGR2GRAY)
+                sharp[k] += float(cv2.Laplacian(grey, cv2.CV_64F).var())
+            a, b = mouths["source"][-1].astype(np.float64), mouths["output"][-1].astype(np.float64)
+            sse, count = sse + float(((a - b) ** 2).sum()), count + a.size
+            windows.append(mel_window(mel, i, fps))
+    if count == 0:
+        raise ValueError(f"no face found in {source}")
+    scores: list[float | None] = [None] * 4
+    if syncnet is not None:
+        from livemood.models.syncnet import load_syncnet, sync_scores
+
+        net = load_syncnet(syncnet)
+        stacked = np.stack(windows).astype(np.float32)
+        scores = [*sync_scores(net, np.stack(mouths["source"]), stacked),
+                  *sync_scores(net, np.stack(mouths["output"]), stacked)]
+    mse = sse / count
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK**2 / mse)
+    return CheckpointScores(*scores, sharpness_ratio=sharp[1] / max(sharp[0], 1e-9), face_psnr_db=psnr)
