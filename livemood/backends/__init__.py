@@ -106,7 +106,7 @@ def choose(requested: str, onnx_only: bool = False) -> Choice:
         reasons.append(f"{backend}: {why}")
     log.warning("no GPU backend available, running on the CPU (%s)", "; ".join(reasons))
     return Choice("onnxruntime-cpu", False,
-                  "ONNX Runtime is the fastest CPU backend (1.6-1.9x torch eager for this generator, tools/bench_neural.py)")
+                  "ONNX Runtime is the fastest CPU backend: 1.6-1.9x torch eager for this generator (bench_neural)")
 
 
 def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
