@@ -74,6 +74,12 @@ def _deserialize(plan: bytes) -> trt.ICudaEngine | None:
     return trt.Runtime(_TRT_LOGGER).deserialize_cuda_engine(plan)
 
 
+def fp16_available() -> bool:
+    """TensorRT 10 lowers an fp32 network to fp16 with a builder flag; TensorRT 11 removed the flag (its networks
+    are strongly typed: the ONNX's own types decide)."""
+    return hasattr(trt.BuilderFlag, "FP16")
+
+
 def cached_engine(onnx_path: Path, cache: ArtefactCache, fp16: bool = True) -> trt.ICudaEngine:
     """The engine for this ONNX on this GPU: from the cache if it matches, else built and cached."""
     key = engine_key(onnx_path, fp16)
@@ -103,6 +109,10 @@ class TensorRTRunner:
     def __init__(self, onnx_path: Path, cache: ArtefactCache, fp16: bool = True) -> None:
         if not torch.cuda.is_available():
             raise EngineBuildError("TensorRT needs a CUDA GPU and torch.cuda.is_available() is False")
+        if fp16 and not fp16_available():
+            log.warning("TensorRT %s has no fp16 builder flag (strongly typed networks): building an fp32 engine",
+                        trt.__version__)
+            fp16 = False
         self.engine = cached_engine(onnx_path, cache, fp16)
         self.context = self.engine.create_execution_context()
         self.buffers: dict[str, torch.Tensor] = {}
