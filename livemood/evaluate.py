@@ -154,7 +154,7 @@ def _num(value: float | None) -> float | str | None:
     return round(float(value), 6)
 
 
-class _Video:
+class VideoReader:
     """One video file decoded frame by frame as BGR, with timestamps in ms; counts every frame it decodes."""
 
     def __init__(self, path: Path, role: str) -> None:
@@ -235,7 +235,7 @@ def _psnr(sse: float, count: int) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK**2 / mse)
 
 
-def _frames(source: _Video, output: _Video, max_frames: int | None, progress: bool
+def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, progress: bool
             ) -> Iterator[tuple[np.ndarray, int, np.ndarray, int]]:
     """Pairs of frames (source BGR, ms, output BGR, ms) until either video ends or `max_frames`."""
     from tqdm import tqdm
@@ -270,9 +270,9 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
         raise UsageError(f"max_frames must be at least 1, got {max_frames}")
     if plot is not None and not plot.resolve().parent.is_dir():
         raise UsageError(f"plot folder does not exist: {plot.resolve().parent}")
-    src = _Video(source, "source")
+    src = VideoReader(source, "source")
     try:
-        out = _Video(output, "output")
+        out = VideoReader(output, "output")
     except UsageError:
         src.close()
         raise
@@ -301,9 +301,9 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
     return report
 
 
-def _measure(src: _Video, out: _Video, source: Path, output: Path, emotion: str | None, max_frames: int | None,
-             progress: bool, classifier: ExpressionClassifier, tracker_config: TrackerConfig | None
-             ) -> EvaluationReport:
+def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emotion: str | None,
+             max_frames: int | None, progress: bool, classifier: ExpressionClassifier,
+             tracker_config: TrackerConfig | None) -> EvaluationReport:
     crops_src: list[np.ndarray] = []  # (48, 48) uint8 per face frame
     crops_out: list[np.ndarray] = []
     face_at: list[int] = []  # indices of the compared frames with a face in the input

@@ -18,7 +18,6 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -26,6 +25,7 @@ from livemood.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, wa
 from livemood.audio import mel_window, melspectrogram
 from livemood.audio_io import read_audio
 from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
+from livemood.evaluate import VideoReader
 from livemood.face import FaceTracker
 
 PSNR_PEAK = 255.0
@@ -64,33 +64,33 @@ def render(weights: Path, source: Path, output: Path, emotion: str, intensity: f
     assemble(config, StageTimes()).run()
 
 
-def _frames(path: Path) -> list[np.ndarray]:
-    with av.open(str(path)) as c:
-        return [f.to_ndarray(format="bgr24") for f in c.decode(c.streams.video[0])]
-
-
 def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) -> CheckpointScores:
-    """SyncNet scores and visual-quality measures of `output` (rendered from `source`); see the module docstring."""
-    src, out = _frames(source), _frames(output)
-    n = min(len(src), len(out))
-    with av.open(str(source)) as c:
-        fps = float(c.streams.video[0].average_rate or 25)
+    """SyncNet scores and visual-quality measures of `output` (rendered from `source`); see the module docstring.
+
+    Both videos are decoded in lockstep, a frame at a time; only the small crops are kept.
+    """
     mouths: dict[str, list[np.ndarray]] = {"source": [], "output": []}
     sharp, sse, count, windows = [0.0, 0.0], 0.0, 0, []
     mel = melspectrogram(read_audio(source)[0])
-    with FaceTracker() as tracker:
-        for i in range(n):
-            face = tracker.track(src[i], round(i * 1e3 / fps))
-            if face is None:
-                continue
-            m96, m256 = wav2lip_transform(face, WAV2LIP_CROP_SIZE), crop_transform(face, WARP_CROP_SIZE)
-            for k, (name, frame) in enumerate((("source", src[i]), ("output", out[i]))):
-                mouths[name].append(warp_crop(frame, m96, WAV2LIP_CROP_SIZE))
-                grey = cv2.cvtColor(warp_crop(frame, m256, WARP_CROP_SIZE), cv2.COLOR_BGR2GRAY)
-                sharp[k] += float(cv2.Laplacian(grey, cv2.CV_64F).var())
-            a, b = mouths["source"][-1].astype(np.float64), mouths["output"][-1].astype(np.float64)
-            sse, count = sse + float(((a - b) ** 2).sum()), count + a.size
-            windows.append(mel_window(mel, i, fps))
+    src, out = VideoReader(source, "source"), VideoReader(output, "output")
+    try:
+        with FaceTracker() as tracker:
+            while (a_frame := src.next()) is not None and (b_frame := out.next()) is not None:
+                (frame_src, ms), (frame_out, _) = a_frame, b_frame
+                face = tracker.track(frame_src, ms)
+                if face is None:
+                    continue
+                m96, m256 = wav2lip_transform(face, WAV2LIP_CROP_SIZE), crop_transform(face, WARP_CROP_SIZE)
+                for k, (name, frame) in enumerate((("source", frame_src), ("output", frame_out))):
+                    mouths[name].append(warp_crop(frame, m96, WAV2LIP_CROP_SIZE))
+                    grey = cv2.cvtColor(warp_crop(frame, m256, WARP_CROP_SIZE), cv2.COLOR_BGR2GRAY)
+                    sharp[k] += float(cv2.Laplacian(grey, cv2.CV_64F).var())
+                a, b = mouths["source"][-1].astype(np.float64), mouths["output"][-1].astype(np.float64)
+                sse, count = sse + float(((a - b) ** 2).sum()), count + a.size
+                windows.append(mel_window(mel, src.count - 1, src.fps))
+    finally:
+        src.close()
+        out.close()
     if count == 0:
         raise ValueError(f"no face found in {source}")
     scores: list[float | None] = [None] * 4

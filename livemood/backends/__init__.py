@@ -41,8 +41,11 @@ class Runner(Protocol):
 @dataclass(frozen=True)
 class Choice:
     backend: str  # one of BACKENDS other than "auto"
-    cuda: bool
     reason: str
+
+    @property
+    def cuda(self) -> bool:
+        return not self.backend.endswith("-cpu")
 
 
 def cuda_status() -> str | None:
@@ -92,8 +95,8 @@ def choose(requested: str, onnx_only: bool = False) -> Choice:
             raise UsageError(f"the tensorrt backend cannot run here: {why}")
         if why is not None:  # onnxruntime / torch: the CPU still works, and the user is told
             log.warning("%s cannot use a GPU (%s): running on the CPU", requested, why)
-            return Choice(requested + "-cpu", False, f"requested, no GPU: {why}")
-        return Choice(requested, not requested.endswith("-cpu"), "requested")
+            return Choice(requested + "-cpu", f"requested, no GPU: {why}")
+        return Choice(requested, "requested")
     reasons = []
     for backend, why_fast in (("tensorrt", "TensorRT fp16 engine, the fastest on NVIDIA GPUs"),
                               ("onnxruntime", "ONNX Runtime on CUDA (TensorRT is unavailable)"),
@@ -102,10 +105,10 @@ def choose(requested: str, onnx_only: bool = False) -> Choice:
             continue
         why = unavailable(backend)
         if why is None:
-            return Choice(backend, True, why_fast)
+            return Choice(backend, why_fast)
         reasons.append(f"{backend}: {why}")
     log.warning("no GPU backend available, running on the CPU (%s)", "; ".join(reasons))
-    return Choice("onnxruntime-cpu", False,
+    return Choice("onnxruntime-cpu",
                   "ONNX Runtime is the fastest CPU backend: 1.6-1.9x torch eager for this generator (bench_neural)")
 
 

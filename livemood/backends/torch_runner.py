@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from livemood.export import input_names
 from livemood.models.wav2lip import EmotionWav2Lip, Wav2Lip
 
 
@@ -15,12 +16,12 @@ class TorchRunner:
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.conditioned = isinstance(model, EmotionWav2Lip)
+        self.input_names = input_names(model)  # the forward's arguments, in order
         self.name = f"torch {self.device.type.upper()}"
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        names = ("audio", "face", "emotion", "intensity") if self.conditioned else ("audio", "face")
         with torch.inference_mode():
-            args = [torch.from_numpy(inputs[n]).to(self.device, non_blocking=True) for n in names]
+            args = [torch.from_numpy(inputs[n]).to(self.device, non_blocking=True) for n in self.input_names]
             return self.model(*args).float().cpu().numpy()
 
     def close(self) -> None:

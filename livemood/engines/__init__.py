@@ -9,7 +9,7 @@ import numpy as np
 
 from livemood.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
 from livemood.blend import face_mask, paste_back
-from livemood.config import Controls
+from livemood.config import DEFAULT_BACKEND, Controls
 from livemood.face import Face
 
 
@@ -69,7 +69,7 @@ class IdentityEngine:
         pass
 
 
-def make_engine(name: str, weights: Path | None = None, backend: str = "auto") -> Engine:
+def make_engine(name: str, weights: Path | None = None, backend: str = DEFAULT_BACKEND) -> Engine:
     """The engine called `name` (one of `config.ENGINES`); the neural one runs `weights` on `backend`."""
     if name == "passthrough":
         return PassthroughEngine()

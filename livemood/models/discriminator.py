@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from livemood.models.wav2lip import fold_time
+
 
 class PlainConv(nn.Module):
     """Conv + LeakyReLU, no normalisation (the discriminator's block)."""
@@ -46,7 +48,7 @@ class QualityDiscriminator(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         if faces.dim() == 5:
-            faces = torch.cat([faces[:, :, t] for t in range(faces.size(2))], dim=0)
+            faces = fold_time(faces, 2)
         x = faces if self.full_face else faces[:, :, faces.size(2) // 2:]
         for block in self.face_encoder_blocks:
             x = block(x)

@@ -93,6 +93,12 @@ class ConvBlock(nn.Module):
         return self.act(out + x if self.residual else out)
 
 
+def fold_time(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Fold the time axis into the batch, time-major: (B, …, T at `axis`, …) -> (T·B, …) with step t's batch at
+    rows t·B .. t·B + B - 1 (how Wav2Lip trains on T-frame windows)."""
+    return torch.cat(x.unbind(axis), dim=0)
+
+
 def _scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
@@ -143,8 +149,7 @@ class Wav2Lip(nn.Module):
         frames = face.size(2) if face.dim() == 5 else 0
         if frames:  # (B, C, T, H, W) -> (T·B, C, H, W), time-major as the audio (B, T, 1, 80, 16) folds
             batch = face.size(0)
-            audio = torch.cat([audio[:, t] for t in range(frames)], dim=0)
-            face = torch.cat([face[:, :, t] for t in range(frames)], dim=0)
+            audio, face = fold_time(audio, 1), fold_time(face, 2)
             if condition is not None:
                 condition = (condition[0].repeat(frames, 1), condition[1].repeat(frames))
         x = self.audio_encoder(audio)  # (B, 512·w, 1, 1)
@@ -193,23 +198,32 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The generator's state dict from a checkpoint file (safely: tensors and plain containers only).
-
-    Accepts Wav2Lip's training checkpoints (a dict with `state_dict`) and bare state dicts; strips the `module.`
-    prefix DataParallel adds.
-    """
+def load_checkpoint(path: Path) -> object:
+    """A checkpoint file's contents, loaded safely (tensors and plain containers only, `weights_only=True`)."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
         # torch's message is a paragraph; its unpickler's own complaint is the last non-empty line before the hint.
         lines = [line.strip() for line in str(e).splitlines() if line.strip() and "documentation" not in line]
         raise CheckpointError(f"{path} is not a PyTorch checkpoint of plain tensors (torch.load with "
                               f"weights_only=True refused it: {lines[-1] if lines else type(e).__name__})") from e
+
+
+def state_dict_of(data: object, source: str) -> dict[str, torch.Tensor]:
+    """The model's state dict inside loaded checkpoint contents.
+
+    Accepts Wav2Lip's training checkpoints (a dict with `state_dict`) and bare state dicts; strips the `module.`
+    prefix DataParallel adds.
+    """
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path} holds no state dict of tensors (a Wav2Lip checkpoint has 'state_dict')")
+        raise CheckpointError(f"{source} holds no state dict of tensors (a Wav2Lip checkpoint has 'state_dict')")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file (see `load_checkpoint` and `state_dict_of`)."""
+    return state_dict_of(load_checkpoint(path), str(path))
 
 
 def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

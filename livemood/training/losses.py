@@ -17,6 +17,7 @@ from torch import nn
 
 from livemood.config import EMOTIONS
 from livemood.expression import CLASSES, INPUT_SIZE, TARGET_CLASS, ExpressionNet
+from livemood.models.wav2lip import fold_time
 
 BGR_TO_GREY = (0.114, 0.587, 0.299)  # ITU-R BT.601 luma weights for B, G, R (OpenCV's)
 # The full-face mask in the 96x96 Wav2Lip crop: an ellipse over brows, eyes, cheeks, mouth and jaw (the crop is
@@ -78,7 +79,7 @@ class EmotionLoss(nn.Module):
     def forward(self, frames: torch.Tensor, emotion: torch.Tensor) -> torch.Tensor:
         if frames.dim() == 5:
             steps = frames.size(2)
-            frames = torch.cat([frames[:, :, t] for t in range(steps)], dim=0)
+            frames = fold_time(frames, 2)
             emotion = emotion.repeat(steps, 1)
         grey = (frames * self.grey).sum(dim=1, keepdim=True)
         small = F.interpolate(grey, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False,

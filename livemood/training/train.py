@@ -33,9 +33,10 @@ from livemood.models.syncnet import SyncNet, load_syncnet, sync_loss
 from livemood.models.wav2lip import (
     EmotionWav2Lip,
     Wav2Lip,
+    load_checkpoint,
     load_generator,
-    read_state_dict,
     save_checkpoint,
+    state_dict_of,
 )
 from livemood.training.data import TalkingFaceDataset, TrainingClip, cache_path, preprocess, scan
 from livemood.training.losses import EmotionLoss, LossWeights, full_face_mask
@@ -152,6 +153,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Load a checkpoint of this trainer into the model and its optimiser (read once); returns its contents."""
+    data = load_checkpoint(path)
+    model.load_state_dict(state_dict_of(data, str(path)))
+    if isinstance(data, dict) and data.get("optimizer") is not None:
+        optimizer.load_state_dict(data["optimizer"])
+    return data if isinstance(data, dict) else {}
+
+
 def checkpoint_path(out: Path, step: int, disc: bool = False) -> Path:
     return out / f"{'disc_' if disc else ''}checkpoint_step{step:09d}.pth"
 
@@ -192,17 +202,10 @@ class Trainer:
     def _resume(self, generator: Wav2Lip, disc: QualityDiscriminator | None) -> None:
         path = self.config.resume
         assert path is not None
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        generator.load_state_dict(read_state_dict(path))
-        if data.get("optimizer") is not None:
-            self.opt_g.load_state_dict(data["optimizer"])
-        self.step_count = int(data.get("global_step", 0))
+        self.step_count = int(_restore(path, generator, self.opt_g).get("global_step", 0))
         disc_path = path.with_name("disc_" + path.name)
-        if disc is not None and disc_path.exists():
-            disc_data = torch.load(disc_path, map_location="cpu", weights_only=True)
-            disc.load_state_dict(read_state_dict(disc_path))
-            if self.opt_d is not None and disc_data.get("optimizer") is not None:
-                self.opt_d.load_state_dict(disc_data["optimizer"])
+        if disc is not None and self.opt_d is not None and disc_path.exists():
+            _restore(disc_path, disc, self.opt_d)
         if self.proc.main:
             log.info("resumed from %s at step %d", path, self.step_count)
 
