@@ -18,7 +18,9 @@ from typing import NoReturn
 from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
 from livemood.config import (
     BACKENDS,
+    CLASSIFIERS,
     DEFAULT_BACKEND,
+    DEFAULT_CLASSIFIER,
     DEFAULT_ENGINE,
     EMOTIONS,
     ENGINES,
@@ -176,6 +178,9 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--backend", default=DEFAULT_BACKEND, help="with --weights: the inference backend")
     p.add_argument("--syncnet", type=Path, help="SyncNet_color weights: adds lip-sync distance and confidence")
     p.add_argument("--plot", type=Path, help="per-frame chart (default: next to the output, .evaluate.png)")
+    p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
+                   help="the FER2013 expression classifier that scores the faces (default: %(default)s; the other "
+                   "one checks a result against a classifier it was not tuned with)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
@@ -189,7 +194,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
 
         render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
-    report = evaluate_videos(args.source, args.output, args.emotion, plot)
+    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=args.classifier)
     result: dict[str, object] = report.to_dict()
     text = format_report(report)
     if args.weights is not None:

@@ -22,6 +22,9 @@ ENGINES: tuple[str, ...] = ("warp", "neural", "passthrough", "identity")
 DEFAULT_ENGINE = "warp"
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "torch", "torch-cpu")
 DEFAULT_BACKEND = "auto"  # the fastest this machine can run (see livemood.backends)
+# Pre-trained FER2013 expression classifiers `livemood evaluate` can score with (see livemood.expression).
+CLASSIFIERS: tuple[str, ...] = ("fer2013-cnn", "mini-xception")
+DEFAULT_CLASSIFIER = "fer2013-cnn"  # also the neural engine's training objective
 
 DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size
 DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output

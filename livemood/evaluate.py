@@ -5,7 +5,8 @@ Both videos are decoded with PyAV in lockstep, frame by frame. The face is track
 scoring it where the input's face is measures the change itself, not a difference in tracking. The output is also
 tracked on its own, only to measure its lips. Per frame:
 
-* class probabilities of the FER2013 classifier (`livemood.expression`) on the input's and the output's face crop;
+* class probabilities of a FER2013 classifier (`livemood.expression`, the default or the one named) on the input's
+  and the output's face crop;
   from them the target class's probability and a valence proxy (probabilities · `VALENCE`). This mirrors the
   automated scoring of Wav2Lip-Emotion (a classifier or valence model run on source and generated video), without
   a destination video, so it reports shifts rather than their Δvalence ratio;
@@ -33,8 +34,8 @@ import av
 import cv2
 import numpy as np
 
-from livemood.config import EMOTIONS, UsageError
-from livemood.expression import CLASSES, TARGET_CLASS, VALENCE, ExpressionClassifier, face_crop
+from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, UsageError
+from livemood.expression import CLASSES, TARGET_CLASS, VALENCE, ExpressionClassifier
 from livemood.face import FaceTracker, TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class EvaluationReport:
 
     source: str
     output: str
+    classifier: str  # the expression classifier's name (`livemood.expression.CLASSIFIERS`)
     emotion: str | None
     target_class: str | None
     source_frames: int  # every frame of each video, counted to the end even past `max_frames`
@@ -121,6 +123,7 @@ class EvaluationReport:
         out: dict[str, object] = {
             "source": self.source,
             "output": self.output,
+            "classifier": self.classifier,
             "emotion": self.emotion,
             "target_class": self.target_class,
             "frames": {"source": self.source_frames, "output": self.output_frames, "match": self.frame_counts_match,
@@ -254,13 +257,14 @@ def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, pr
 
 
 def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path | None, progress: bool = True, *,
-                    max_frames: int | None = None, classifier: ExpressionClassifier | None = None,
+                    max_frames: int | None = None, classifier: ExpressionClassifier | str = DEFAULT_CLASSIFIER,
                     tracker_config: TrackerConfig | None = None) -> EvaluationReport:
     """Compare an output video with the input it was made from; see the module docstring.
 
     `emotion` (one of `EMOTIONS`) names the target whose class probability is followed; `plot` is a PNG path for
     the per-frame chart. `max_frames` measures only the first frames (both videos are still counted to the end).
-    Raises UsageError for missing or unreadable files, videos without a video stream or of different frame sizes,
+    `classifier` is a loaded classifier or the name of one. Raises UsageError for an unknown classifier or missing
+    classifier weights, missing or unreadable files, videos without a video stream or of different frame sizes,
     an unknown emotion, a plot folder that does not exist, or `max_frames` < 1. Different frame counts are not an
     error: the common frames are measured and both counts reported.
     """
@@ -280,10 +284,10 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
         if src.size != out.size:
             raise UsageError(f"frame sizes differ: source {src.size[0]}x{src.size[1]}, "
                              f"output {out.size[0]}x{out.size[1]}; evaluate compares the same pixels")
-        if classifier is None:
+        if isinstance(classifier, str):
             try:
-                classifier = ExpressionClassifier()
-            except FileNotFoundError as e:
+                classifier = ExpressionClassifier(name=classifier)
+            except (FileNotFoundError, ValueError) as e:
                 raise UsageError(str(e)) from e
         report = _measure(src, out, source, output, emotion, max_frames, progress, classifier, tracker_config)
     finally:
@@ -304,7 +308,7 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
 def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emotion: str | None,
              max_frames: int | None, progress: bool, classifier: ExpressionClassifier,
              tracker_config: TrackerConfig | None) -> EvaluationReport:
-    crops_src: list[np.ndarray] = []  # (48, 48) uint8 per face frame
+    crops_src: list[np.ndarray] = []  # (S, S) uint8 per face frame, S the classifier's input size
     crops_out: list[np.ndarray] = []
     face_at: list[int] = []  # indices of the compared frames with a face in the input
     lips_src: list[float] = []
@@ -317,8 +321,8 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
             face_out = track_out.track(b, ms_b)
             if face is not None:
                 face_at.append(i)
-                crops_src.append(face_crop(a, face.landmarks))
-                crops_out.append(face_crop(b, face.landmarks))  # scored where the input's face is
+                crops_src.append(classifier.crop(a, face.landmarks))
+                crops_out.append(classifier.crop(b, face.landmarks))  # scored where the input's face is
                 mask = background_mask(face.landmarks, a.shape)
                 pixels = cv2.countNonZero(mask) * a.shape[2]
                 sse = cv2.norm(a, b, cv2.NORM_L2SQR, mask=mask)
@@ -358,7 +362,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     lip_a, lip_b = series.lip_source[both], series.lip_output[both]
     v_src, v_out = mean(probs_src @ VALENCE_VECTOR, has_face), mean(probs_out @ VALENCE_VECTOR, has_face)
     return EvaluationReport(
-        source=str(source), output=str(output), emotion=emotion, target_class=target,
+        source=str(source), output=str(output), classifier=classifier.name, emotion=emotion, target_class=target,
         source_frames=source_frames, output_frames=output_frames, frames_compared=n, face_frames=len(face_at),
         lip_frames=int(both.sum()),
         mean_probs_source=tuple(map(float, probs_src.mean(axis=0))) if has_face else None,

@@ -28,7 +28,7 @@ def format_report(report: EvaluationReport) -> str:
     lines = [
         f"source: {r.source} ({r.source_frames} frames)",
         f"output: {r.output} ({r.output_frames} frames; {kept})",
-        f"compared {r.frames_compared} frames, face found in {r.face_frames}",
+        f"compared {r.frames_compared} frames, face found in {r.face_frames}; classifier {r.classifier}",
     ]
     if r.target_class is not None:
         lines.append(f"target {r.emotion} (class {r.target_class}): {_fmt(r.target_source_mean)} -> "

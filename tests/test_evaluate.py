@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from livemood.config import UsageError
+from livemood.config import CLASSIFIERS, UsageError
 from livemood.evaluate import background_mask, evaluate_videos, lip_opening
 from livemood.evaluate_report import format_report
 from livemood.expression import ExpressionClassifier
@@ -125,11 +125,12 @@ def test_plot_is_a_png(self_report) -> None:
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_face_change_moves_probabilities_background_change_moves_psnr(
-        copies: dict[str, Path], classifier: ExpressionClassifier) -> None:
-    face = evaluate_videos(copies["input"], copies["face"], "sad", None, progress=False, classifier=classifier)
-    back = evaluate_videos(copies["input"], copies["background"], "sad", None, progress=False, classifier=classifier)
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_face_change_moves_probabilities_background_change_moves_psnr(copies: dict[str, Path], name: str) -> None:
+    face = evaluate_videos(copies["input"], copies["face"], "sad", None, progress=False, classifier=name)
+    back = evaluate_videos(copies["input"], copies["background"], "sad", None, progress=False, classifier=name)
     for report in (face, back):
+        assert report.classifier == name and json.loads(report.to_json())["classifier"] == name
         assert report.source_frames == report.output_frames == report.frames_compared == FRAMES
     # Only the face changed: the background is bit-identical, the classifier sees a different face.
     assert math.isinf(face.background_psnr_db)
@@ -168,10 +169,11 @@ def test_background_mask_grows_the_hull(landmarks: list[np.ndarray], clip_frames
 
 
 @pytest.mark.parametrize("case", ["missing source", "missing output", "not a video", "folder", "emotion",
-                                  "plot folder", "max_frames", "sizes differ"])
+                                  "plot folder", "max_frames", "sizes differ", "classifier"])
 def test_bad_inputs_raise_usage_error(case: str, tmp_path: Path, clip_frames: list[np.ndarray],
                                       classifier: ExpressionClassifier) -> None:
     source, output, emotion, plot, max_frames = CLIP, CLIP, "happy", None, None
+    chosen: ExpressionClassifier | str = classifier
     if case == "missing source":
         source = tmp_path / "nope.mp4"
     elif case == "missing output":
@@ -187,7 +189,9 @@ def test_bad_inputs_raise_usage_error(case: str, tmp_path: Path, clip_frames: li
         plot = tmp_path / "missing" / "plot.png"
     elif case == "max_frames":
         max_frames = 0
+    elif case == "classifier":
+        chosen = "resnet"
     else:
         output = write_lossless(tmp_path / "small.mkv", [cv2.resize(f, (240, 240)) for f in clip_frames[:2]])
     with pytest.raises(UsageError):
-        evaluate_videos(source, output, emotion, plot, progress=False, max_frames=max_frames, classifier=classifier)
+        evaluate_videos(source, output, emotion, plot, progress=False, max_frames=max_frames, classifier=chosen)
