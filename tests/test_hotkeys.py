@@ -49,25 +49,20 @@ def test_digit_keys_pick_each_emotion(key: str, emotion: str) -> None:
     assert state.get() == Controls(emotion, 0.4, True)
 
 
-@pytest.mark.parametrize("key", ["+", "="])
-def test_intensity_up_stops_at_one_on_exact_tenths(key: str) -> None:
-    state = state_at(intensity=0.0)
+UP = [i / 10 for i in range(1, 11)] + [1.0] * 4  # from 0: up to 1, then it stays
+DOWN = [i / 10 for i in range(9, -1, -1)] + [0.0] * 4  # from 1: down to 0, then it stays
+
+
+@pytest.mark.parametrize(("key", "start", "expected"),
+                         [("+", 0.0, UP), ("=", 0.0, UP), ("-", 1.0, DOWN), ("_", 1.0, DOWN)])
+def test_intensity_keys_stop_at_the_ends_on_exact_tenths(key: str, start: float, expected: list[float]) -> None:
+    state = state_at(intensity=start)
     seen = []
     for _ in range(14):
         assert apply_key(state, key) is False
         seen.append(state.get().intensity)
     # Exact equality on purpose: ten additions of 0.1 in floats would give 0.9999999999999999.
-    assert seen == [i / 10 for i in range(1, 11)] + [1.0] * 4
-
-
-@pytest.mark.parametrize("key", ["-", "_"])
-def test_intensity_down_stops_at_zero_on_exact_tenths(key: str) -> None:
-    state = state_at(intensity=1.0)
-    seen = []
-    for _ in range(14):
-        assert apply_key(state, key) is False
-        seen.append(state.get().intensity)
-    assert seen == [i / 10 for i in range(9, -1, -1)] + [0.0] * 4
+    assert seen == expected
 
 
 def test_intensity_up_and_down_land_on_exact_tenths() -> None:

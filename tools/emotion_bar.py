@@ -56,14 +56,15 @@ def main() -> None:
             for emotion in emotions:
                 out = folder / f"{clip.stem}_{emotion}.mp4"
                 render(clip, out, emotion, args.intensity)
-                for clf in classifiers:
+                for clf in classifiers:  # each call re-tracks both videos: the lip and frame numbers repeat
                     r = evaluate_videos(clip, out, emotion, None, progress=False, classifier=clf)
                     change = float(np.abs(np.subtract(r.mean_probs_output, r.mean_probs_source)).max())
                     shifts[(emotion, clf.name)].append(r.target_shift)
-                    lips.append(r.lip_correlation if r.lip_correlation is not None else float("nan"))
+                    lip = r.lip_correlation if r.lip_correlation is not None else float("nan")
+                    lips.append(lip)
                     all_kept &= r.frame_counts_match
                     print(f"| {clip.stem} | {emotion} | {clf.name} | {r.target_shift:+.3f} | {change:.3f} | "
-                          f"{r.lip_correlation:.3f} | {r.source_frames}/{r.output_frames} |", flush=True)
+                          f"{lip:.3f} | {r.source_frames}/{r.output_frames} |", flush=True)
     print(f"\nmean target shift at intensity {args.intensity} over {len(clips)} clips:")
     for emotion in emotions:
         bar = f" (bar {BAR[emotion]:.2f} at 0.6)" if emotion in BAR else ""
