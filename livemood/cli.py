@@ -11,19 +11,21 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
 from livemood.config import (
     BACKENDS,
     CLASSIFIERS,
     DEFAULT_BACKEND,
     DEFAULT_CLASSIFIER,
     DEFAULT_ENGINE,
+    DEFAULT_LOOKAHEAD,
     EMOTIONS,
     ENGINES,
+    LOOKAHEADS,
     AudioConfig,
     Controls,
     OutputConfig,
@@ -67,7 +69,7 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
         raise UsageError("give --width and --height together")
     size = (args.width, args.height) if args.width is not None else None
     output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
-    audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, Lookahead(args.lookahead))
+    audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, args.lookahead)
     return RunConfig(
         source=SourceConfig.parse(args.source, size, args.fps),
         output=output,
@@ -102,18 +104,20 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
     p.add_argument("--audio-out", metavar="DEVICE",
                    help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
-    p.add_argument("--lookahead", choices=[m.value for m in Lookahead], default=DEFAULT_LOOKAHEAD.value,
+    p.add_argument("--lookahead", choices=LOOKAHEADS, default=DEFAULT_LOOKAHEAD,
                    help="live audio engines: hold video for the audio window (lip sync) or shift the window into "
                    "the past (no delay) (default: %(default)s)")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    from livemood.hotkeys import GlobalKeys, TerminalKeys
-    from livemood.pipeline import assemble
-    from livemood.stats import StageTimes
+    from livemood.controls import ControlState
+    from livemood.live.keys import GlobalKeys, TerminalKeys, WindowKeys
+    from livemood.live.pipeline import assemble
+    from livemood.live.stats import StageTimes
 
     config = _run_config(args, bench=False)
-    pipeline = assemble(config, StageTimes())
-    with TerminalKeys(pipeline.controls, pipeline.stop.set), GlobalKeys(pipeline.controls, pipeline.stop.set):
+    controls, stop = ControlState(config.controls), threading.Event()
+    pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set))
+    with TerminalKeys(controls, stop.set), GlobalKeys(controls, stop.set):
         result = pipeline.run()
     log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
     if result.interrupted and config.output.file is not None and not pipeline.source.live:
@@ -127,8 +131,8 @@ def cmd_bench(argv: Sequence[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON line")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
-    from livemood.pipeline import assemble
-    from livemood.stats import StageTimes
+    from livemood.live.pipeline import assemble
+    from livemood.live.stats import StageTimes
 
     config = _run_config(args, bench=True)
     times = StageTimes()
@@ -158,7 +162,7 @@ def cmd_devices(argv: Sequence[str]) -> int:
     p = _Parser(prog="livemood devices", description="List cameras, microphones and the virtual camera.")
     p.parse_args(argv)
     _setup_logging(False)
-    from livemood.devices import report
+    from livemood.live.devices import report
 
     sys.stdout.write(report() + "\n")
     return 0
@@ -184,13 +188,13 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
-    from livemood.evaluate import evaluate_videos
-    from livemood.evaluate_report import format_report
+    from livemood.evaluation.report import format_report
+    from livemood.evaluation.videos import evaluate_videos
 
     if args.syncnet is not None and args.weights is None:
         raise UsageError("--syncnet scores a checkpoint: give --weights too")
     if args.weights is not None:
-        from livemood.evaluate_checkpoint import render
+        from livemood.evaluation.checkpoint import render
 
         render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
@@ -198,7 +202,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     result: dict[str, object] = report.to_dict()
     text = format_report(report)
     if args.weights is not None:
-        from livemood.evaluate_checkpoint import score_checkpoint_output
+        from livemood.evaluation.checkpoint import score_checkpoint_output
 
         scores = score_checkpoint_output(args.source, args.output, args.syncnet)
         result["checkpoint"] = {"weights": str(args.weights), "intensity": args.intensity, **scores.to_dict()}
@@ -214,8 +218,9 @@ def cmd_export(argv: Sequence[str]) -> int:
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     args = p.parse_args(argv)
     _setup_logging(False)
-    from livemood.export import PARITY_TOLERANCE, export_onnx, input_names, onnx_max_diff
-    from livemood.models.wav2lip import CheckpointError, load_generator
+    from livemood.backends.export import PARITY_TOLERANCE, export_onnx, input_names, onnx_max_diff
+    from livemood.models.checkpoint import CheckpointError
+    from livemood.models.wav2lip import load_generator
 
     if not args.weights.is_file():
         raise UsageError(f"weights file not found: {args.weights}")

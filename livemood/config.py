@@ -6,8 +6,6 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from livemood.audio import DEFAULT_LOOKAHEAD, Lookahead
-
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "happy",
@@ -22,11 +20,13 @@ ENGINES: tuple[str, ...] = ("warp", "neural", "passthrough", "identity")
 DEFAULT_ENGINE = "warp"
 BACKENDS: tuple[str, ...] = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cpu", "torch", "torch-cpu")
 DEFAULT_BACKEND = "auto"  # the fastest this machine can run (see livemood.backends)
-# Pre-trained FER2013 expression classifiers `livemood evaluate` can score with (see livemood.expression).
+# Pre-trained FER2013 expression classifiers `livemood evaluate` can score with (see livemood.models.expression).
 CLASSIFIERS: tuple[str, ...] = ("fer2013-cnn", "mini-xception")
 DEFAULT_CLASSIFIER = "fer2013-cnn"  # also the neural engine's training objective
+# How live speech engines get the audio window that lies after a frame (see livemood.audio.mel.Lookahead).
+LOOKAHEADS: tuple[str, ...] = ("delay-video", "shift-window")
+DEFAULT_LOOKAHEAD = "delay-video"
 
-DEFAULT_CAMERA_SIZE = (1280, 720)  # pixels, requested from the camera; it may give another size
 DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output
 MAX_FPS = 120.0
 
@@ -117,7 +117,11 @@ class AudioConfig:
 
     mic: str | None = None  # input device index or name, None = the system default
     audio_out: str | None = None  # play the microphone, delayed to match the video, on this output device
-    lookahead: Lookahead = DEFAULT_LOOKAHEAD
+    lookahead: str = DEFAULT_LOOKAHEAD  # one of LOOKAHEADS
+
+    def __post_init__(self) -> None:
+        if self.lookahead not in LOOKAHEADS:
+            raise UsageError(f"unknown lookahead {self.lookahead!r}; choose one of: {', '.join(LOOKAHEADS)}")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -26,8 +27,13 @@ class ControlState:
 
     def update(self, **changes: object) -> Controls:
         """Replace some fields (e.g. `emotion="sad"`); raises UsageError for an invalid value."""
+        return self.apply(lambda _: changes)
+
+    def apply(self, change: Callable[[Controls], Mapping[str, object]]) -> Controls:
+        """Replace the fields `change(current)` returns, atomically: keys on several threads may step the same
+        field at once (e.g. intensity up), and each step must start from the other's result."""
         with self._lock:
-            self._controls = dataclasses.replace(self._controls, **changes)
+            self._controls = dataclasses.replace(self._controls, **change(self._controls))
             controls = self._controls
         log.info("emotion %s, intensity %.1f%s", controls.emotion, controls.intensity,
                  " (bypass)" if controls.bypass else "")

@@ -12,8 +12,9 @@ import librosa
 import numpy as np
 import pytest
 
-from livemood import audio
-from livemood.audio import (
+from livemood.audio import mel as audio
+from livemood.audio.files import StreamResampler, iter_file_audio, read_audio, resample
+from livemood.audio.mel import (
     HOP,
     MEL_FPS,
     SAMPLE_RATE,
@@ -25,7 +26,6 @@ from livemood.audio import (
     mel_window,
     melspectrogram,
 )
-from livemood.audio_io import StreamResampler, iter_file_audio, read_audio, resample
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech_en_16k.wav"

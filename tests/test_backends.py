@@ -16,11 +16,12 @@ import torch
 
 from livemood.backends import cached_onnx, choose, open_runner, unavailable
 from livemood.backends.cache import ArtefactCache
+from livemood.backends.export import PARITY_TOLERANCE, example_inputs, export_onnx, onnx_max_diff
 from livemood.backends.onnxruntime_runner import OrtRunner
 from livemood.backends.torch_runner import TorchRunner
 from livemood.config import UsageError
-from livemood.export import PARITY_TOLERANCE, example_inputs, export_onnx, onnx_max_diff
-from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip, load_generator, save_checkpoint
+from livemood.models.checkpoint import save_checkpoint
+from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip, load_generator
 
 from .test_models import randomised
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from livemood.align import (
+from livemood.face.align import (
     WAV2LIP_CROP_SIZE,
     CropConfig,
     Wav2LipBoxConfig,
@@ -22,8 +22,8 @@ from livemood.align import (
     warp_crop,
     wav2lip_transform,
 )
-from livemood.blend import BlendConfig, MaskRegion, face_mask, mask_rect, paste_back
-from livemood.face import Face, FaceTracker
+from livemood.face.blend import BlendConfig, MaskRegion, face_mask, mask_rect, paste_back
+from livemood.face.tracker import Face, FaceTracker
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CLIPS = ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4")

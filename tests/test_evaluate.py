@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from livemood.config import CLASSIFIERS, UsageError
-from livemood.evaluate import background_mask, evaluate_videos, lip_opening
-from livemood.evaluate_report import format_report
-from livemood.expression import ExpressionClassifier
-from livemood.face import FaceTracker
+from livemood.evaluation.report import format_report
+from livemood.evaluation.videos import background_mask, evaluate_videos, lip_opening
+from livemood.face.tracker import FaceTracker
+from livemood.models.expression import ExpressionClassifier
 
 from .conftest import read_frames
 

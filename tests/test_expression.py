@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from livemood.config import CLASSIFIERS
-from livemood.demo import portrait
-from livemood.expression import CLASSES, ExpressionClassifier, ExpressionNet, find_weights
+from livemood.live.demo import portrait
+from livemood.models.expression import CLASSES, ExpressionClassifier, ExpressionNet, find_weights
 
 # The astronaut portrait's face box (pixels), measured once with mediapipe face mesh.
 ASTRONAUT_FACE = np.array([[179.0, 71.2], [270.7, 177.4]])

@@ -13,8 +13,8 @@ import mediapipe as mp
 import numpy as np
 import pytest
 
-from livemood.face import Face, FaceTracker, TrackerConfig, head_pose
-from livemood.smoothing import LandmarkSmoother, OneEuroFilter, fit_similarity
+from livemood.face.smoothing import LandmarkSmoother, OneEuroFilter, fit_similarity
+from livemood.face.tracker import Face, FaceTracker, TrackerConfig, head_pose
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CLIPS = ("talk_a.mp4", "talk_b.mp4", "talk_c.mp4", "talk_d.mp4", "talk_e.mp4")
@@ -169,7 +169,7 @@ def test_bad_frames_never_raise(caplog: pytest.LogCaptureFixture) -> None:
         assert tracker.track(np.zeros((480, 640, 3), np.uint8), 80) is None  # black
         noise = np.random.default_rng(0).integers(0, 256, (333, 517, 3), dtype=np.uint8)
         assert tracker.track(noise, 120) is None  # odd-sized, no face
-        with caplog.at_level(logging.WARNING, logger="livemood.face"):
+        with caplog.at_level(logging.WARNING, logger="livemood.face.tracker"):
             assert tracker.track(real.astype(np.float32), 160) is None
             assert tracker.track(real.astype(np.float32), 200) is None
             assert tracker.track(real[None], 240) is None  # wrong ndim

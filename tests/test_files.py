@@ -10,12 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from livemood.capture import FileSource
 from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
 from livemood.controls import ControlState
-from livemood.output import FileSink
-from livemood.pipeline import Pipeline, assemble
-from livemood.stats import StageTimes
+from livemood.live.pipeline import Pipeline, assemble
+from livemood.live.sinks import FileSink
+from livemood.live.sources import FileSource
+from livemood.live.stats import StageTimes
 
 from .conftest import CLIPS, audio_packets, read_frames
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from livemood.handoff import Closed, DropPolicy, Handoff
+from livemood.live.handoff import Closed, DropPolicy, Handoff
 
 N = 200
 

@@ -16,10 +16,10 @@ from typing import ClassVar
 
 import pytest
 
-from livemood import hotkeys
 from livemood.config import EMOTIONS, Controls
 from livemood.controls import ControlState
-from livemood.hotkeys import (
+from livemood.live import keys as hotkeys
+from livemood.live.keys import (
     ALL_KEYS,
     ESC,
     GlobalKeys,
@@ -310,7 +310,7 @@ def test_not_a_terminal_does_nothing(caplog: pytest.LogCaptureFixture) -> None:
     read_end, write_end = os.pipe()
     try:
         state = state_at()
-        with caplog.at_level(logging.DEBUG, logger="livemood.hotkeys"), TerminalKeys(
+        with caplog.at_level(logging.DEBUG, logger="livemood.live.keys"), TerminalKeys(
                 state, lambda: None, stream=read_end) as keys:
             os.write(write_end, b"2+q")
             assert not keys.active
@@ -375,10 +375,10 @@ def test_global_keys_degrade_without_pynput(caplog: pytest.LogCaptureFixture,
     # None in sys.modules makes `import pynput` fail as if it were not installed, whether it is or not.
     monkeypatch.setitem(sys.modules, "pynput", None)
     state = state_at()
-    with caplog.at_level(logging.INFO, logger="livemood.hotkeys"), GlobalKeys(state, lambda: None) as keys:
+    with caplog.at_level(logging.INFO, logger="livemood.live.keys"), GlobalKeys(state, lambda: None) as keys:
         assert not keys.active
     keys.close()  # safe twice
-    lines = [r.getMessage() for r in caplog.records if r.name == "livemood.hotkeys"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "livemood.live.keys"]
     assert lines == ["global hotkeys off: pynput is not installed (pip install 'livemood[hotkeys]')"]
     assert state.get() == Controls()
 
@@ -393,9 +393,9 @@ def test_global_keys_degrade_without_a_display(caplog: pytest.LogCaptureFixture,
     fake = types.ModuleType("pynput")
     fake.__getattr__ = no_backend  # type: ignore[method-assign]
     monkeypatch.setitem(sys.modules, "pynput", fake)
-    with caplog.at_level(logging.INFO, logger="livemood.hotkeys"), GlobalKeys(state_at(), lambda: None) as keys:
+    with caplog.at_level(logging.INFO, logger="livemood.live.keys"), GlobalKeys(state_at(), lambda: None) as keys:
         assert not keys.active
-    lines = [r.getMessage() for r in caplog.records if r.name == "livemood.hotkeys"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "livemood.live.keys"]
     assert len(lines) == 1
     assert lines[0].startswith("global hotkeys off: this platform is not supported")
     assert "\n" not in lines[0]
@@ -523,7 +523,7 @@ def test_a_failing_global_key_is_logged_not_raised(monkeypatch: pytest.MonkeyPat
     # pynput stops listening when a callback raises.
     state = state_at()
     monkeypatch.setattr(state, "update", lambda **_: 1 / 0)
-    with GlobalKeys(state, lambda: None), caplog.at_level(logging.ERROR, logger="livemood.hotkeys"):
+    with GlobalKeys(state, lambda: None), caplog.at_level(logging.ERROR, logger="livemood.live.keys"):
         (listener,) = FakeListener.instances
         listener.combo(FakeKey.ctrl, FakeKey.alt, char_key("1"))
     assert "hotkey '1' failed" in caplog.text

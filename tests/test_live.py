@@ -13,13 +13,13 @@ import pytest
 import pyvirtualcam
 from pyvirtualcam.util import decode_fourcc, encode_fourcc
 
-from livemood.capture import CameraSource
 from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
 from livemood.controls import ControlState
 from livemood.engines import PassthroughEngine
-from livemood.output import PixelFormat, Sink, VirtualCameraSink, to_pixel_format
-from livemood.pipeline import Pipeline, assemble
-from livemood.stats import StageTimes
+from livemood.live.pipeline import Pipeline, assemble
+from livemood.live.sinks import PixelFormat, Sink, VirtualCameraSink, to_pixel_format
+from livemood.live.sources import CameraSource
+from livemood.live.stats import StageTimes
 
 from .conftest import read_frames
 
@@ -64,7 +64,7 @@ def test_virtual_camera_gets_every_demo_frame_in_its_native_format(recorder: typ
     formats = {fourcc for fourcc, _ in recorder.sent}
     assert formats == {"I420"}, "frames are sent in the backend's native format"
     w, h = pipeline.source.size
-    from livemood.demo import Portrait
+    from livemood.live.demo import Portrait
 
     portrait = Portrait((w, h))
     fresh = [f for _, f in recorder.sent][: result.frames]

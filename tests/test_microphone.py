@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livemood.audio import MEL_FPS, SAMPLE_RATE, MelBuffer, mel_window, melspectrogram
-from livemood.audio_io import resample
-from livemood.audio_out import DEAD_BAND_S, DelayedAudioOut, DelayLine
+from livemood.audio.delayed_out import DEAD_BAND_S, DelayedAudioOut, DelayLine
+from livemood.audio.files import resample
+from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, AudioUnavailable, MelBuffer, mel_window, melspectrogram
+from livemood.audio.microphone import Microphone
 from livemood.frames import now
-from livemood.microphone import AudioUnavailable, Microphone
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech_en_16k.wav"

@@ -9,15 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from livemood.models.wav2lip import (
-    SLIM_WIDTH,
-    CheckpointError,
-    EmotionWav2Lip,
-    Wav2Lip,
-    load_generator,
-    parameter_count,
-    save_checkpoint,
-)
+from livemood.models.blocks import parameter_count
+from livemood.models.checkpoint import CheckpointError, save_checkpoint
+from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip, load_generator
 
 KEYS_FILE = Path(__file__).resolve().parents[1].parent / "shared" / "notes" / "wav2lip_state_keys.json"
 WAV2LIP_PARAMETERS = 36_298_035  # the original generator's count

@@ -11,22 +11,23 @@ import cv2
 import numpy as np
 import pytest
 
-from livemood.align import WAV2LIP_CROP_SIZE, invert_affine, transform_points, wav2lip_transform
-from livemood.audio import Lookahead, mel_window, melspectrogram
-from livemood.audio_feed import AudioFeed
-from livemood.audio_io import read_audio
+from livemood.audio.feed import AudioFeed
+from livemood.audio.files import read_audio
+from livemood.audio.mel import Lookahead, mel_window, melspectrogram
 from livemood.backends import cached_onnx
 from livemood.backends.cache import ENGINE_DIR_VARIABLE, ArtefactCache
 from livemood.backends.onnxruntime_runner import OrtRunner
-from livemood.capture import CameraSource
 from livemood.cli import main
 from livemood.config import EMOTIONS, Controls
 from livemood.controls import ControlState
 from livemood.engines.neural import NeuralEngine
-from livemood.face import Face, FaceTracker
-from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip, save_checkpoint
-from livemood.pipeline import Pipeline
-from livemood.stats import StageTimes
+from livemood.face.align import WAV2LIP_CROP_SIZE, invert_affine, transform_points, wav2lip_transform
+from livemood.face.tracker import Face, FaceTracker
+from livemood.live.pipeline import Pipeline
+from livemood.live.sources import CameraSource
+from livemood.live.stats import StageTimes
+from livemood.models.checkpoint import save_checkpoint
+from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip
 
 from .conftest import audio_packets, read_frames
 from .test_live import StopAfter

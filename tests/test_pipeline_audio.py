@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from livemood.audio import WINDOW_FRAMES, Lookahead, mel_window, melspectrogram
-from livemood.audio_feed import AudioFeed
-from livemood.audio_io import read_audio
-from livemood.capture import CameraSource, FileSource
+from livemood.audio.feed import AudioFeed
+from livemood.audio.files import read_audio
+from livemood.audio.mel import WINDOW_FRAMES, Lookahead, mel_window, melspectrogram
 from livemood.cli import main
 from livemood.config import Controls
 from livemood.controls import ControlState
 from livemood.engines import PassthroughEngine
-from livemood.pipeline import Pipeline
-from livemood.stats import StageTimes
+from livemood.live.pipeline import Pipeline
+from livemood.live.sources import CameraSource, FileSource
+from livemood.live.stats import StageTimes
 
 from .test_live import StopAfter
 from .test_microphone import MIC_SINK, SPEECH, open_microphone, pulse  # noqa: F401 - pulse is a fixture
@@ -56,9 +56,9 @@ def test_file_frames_get_wav2lips_windows(media: Path) -> None:
 
 def test_engine_that_needs_audio_refuses_a_source_without_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    import livemood.pipeline
+    import livemood.live.pipeline
 
-    monkeypatch.setattr(livemood.pipeline, "make_engine", lambda *args: AudioSpy())
+    monkeypatch.setattr(livemood.live.pipeline, "make_engine", lambda *args: AudioSpy())
     code = main(["--source", "demo", "--output", str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs audio" in err[0]

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from livemood.capture import FileSource
 from livemood.config import Controls
 from livemood.controls import ControlState
 from livemood.engines import IdentityEngine
-from livemood.face import Face
-from livemood.output import Sink
-from livemood.pipeline import Pipeline
-from livemood.stats import StageTimes
+from livemood.face.tracker import Face
+from livemood.live.pipeline import Pipeline
+from livemood.live.sinks import Sink
+from livemood.live.sources import FileSource
+from livemood.live.stats import StageTimes
 
 from .conftest import read_frames
 
@@ -38,7 +38,7 @@ class FaceSpy(IdentityEngine):
 
 
 def test_identity_engine_through_the_pipeline_changes_nothing(media: Path) -> None:
-    from livemood.face import FaceTracker
+    from livemood.face.tracker import FaceTracker
 
     clip = media / "talk_b.mp4"
     engine, sink = FaceSpy(), Recorder()

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from livemood.cli import main
+from livemood.models.checkpoint import save_checkpoint
 from livemood.models.syncnet import SyncNet
-from livemood.models.wav2lip import EmotionWav2Lip, load_generator, save_checkpoint
+from livemood.models.wav2lip import EmotionWav2Lip, load_generator
 from livemood.training.data import TalkingFaceDataset, TrainingClip, preprocess, scan
 from livemood.training.train import Process, TrainConfig, Trainer, checkpoint_path, train
 

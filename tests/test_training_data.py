@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from livemood.audio import mel_window
+from livemood.audio.mel import mel_window
 from livemood.config import EMOTIONS
 from livemood.training.data import ClipInfo, TalkingFaceDataset, TrainingClip, preprocess, scan
 

@@ -11,10 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from livemood.expression import ExpressionClassifier
+from livemood.models.blocks import parameter_count
+from livemood.models.checkpoint import CheckpointError, save_checkpoint
 from livemood.models.discriminator import QualityDiscriminator
+from livemood.models.expression import ExpressionClassifier
 from livemood.models.syncnet import SCORE_OFFSETS, SyncNet, load_syncnet, lower_halves, sync_loss, sync_scores
-from livemood.models.wav2lip import SLIM_WIDTH, CheckpointError, EmotionWav2Lip, parameter_count, save_checkpoint
+from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip
 from livemood.training.losses import EmotionLoss, full_face_mask
 
 from .test_models import KEYS_FILE, randomised

@@ -17,9 +17,9 @@ from livemood.engines.warp import (
     au_vector,
     displacement_field,
 )
-from livemood.evaluate import lip_opening
-from livemood.expression import CLASSES, TARGET_CLASS, ExpressionClassifier
-from livemood.face import Face, FaceTracker
+from livemood.evaluation.videos import lip_opening
+from livemood.face.tracker import Face, FaceTracker
+from livemood.models.expression import CLASSES, TARGET_CLASS, ExpressionClassifier
 
 from .conftest import read_frames
 
@@ -94,7 +94,7 @@ def test_switching_ramps_instead_of_popping(clip: tuple[list[np.ndarray], list[F
 
 
 def test_field_is_fold_free_even_when_pushed_far(clip: tuple[list[np.ndarray], list[Face]]) -> None:
-    from livemood.align import crop_transform, transform_points
+    from livemood.face.align import crop_transform, transform_points
 
     _, faces = clip
     m = crop_transform(faces[0], 256)
@@ -109,7 +109,7 @@ def test_field_is_fold_free_even_when_pushed_far(clip: tuple[list[np.ndarray], l
 
 def test_moves_turn_with_the_head(clip: tuple[list[np.ndarray], list[Face]]) -> None:
     """A rolled face gets the same expression in its own frame: the field rotates with it."""
-    from livemood.align import crop_transform, transform_points
+    from livemood.face.align import crop_transform, transform_points
 
     frames, _ = clip
     weights = au_vector(Controls("surprised", 1.0))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from livemood.audio import SAMPLE_RATE, Lookahead, MelBuffer
-from livemood.audio_io import StreamResampler, resample
+from livemood.audio.files import StreamResampler, resample
+from livemood.audio.mel import SAMPLE_RATE, Lookahead, MelBuffer
 
 SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "speech_en_16k.wav"
 FPS = 25.0

@@ -21,9 +21,9 @@ import av
 import cv2
 import numpy as np
 
-from livemood.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
-from livemood.blend import face_mask, paste_back
-from livemood.face import FaceTracker
+from livemood.face.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
+from livemood.face.blend import face_mask, paste_back
+from livemood.face.tracker import FaceTracker
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "media" / "talk_a.mp4"
 

@@ -22,8 +22,10 @@ from tqdm import tqdm
 
 from livemood.backends import open_runner, unavailable
 from livemood.backends.cache import ArtefactCache
-from livemood.export import example_inputs
-from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip, parameter_count, save_checkpoint
+from livemood.backends.export import example_inputs
+from livemood.models.blocks import parameter_count
+from livemood.models.checkpoint import save_checkpoint
+from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip, Wav2Lip
 
 WARMUP = 10
 ALL_BACKENDS = ("tensorrt", "onnxruntime", "torch", "onnxruntime-cpu", "torch-cpu")

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from livemood.config import CLASSIFIERS
-from livemood.evaluate import evaluate_videos
-from livemood.expression import ExpressionClassifier
+from livemood.evaluation.videos import evaluate_videos
+from livemood.models.expression import ExpressionClassifier
 
 BAR = {"happy": 0.25, "sad": 0.10, "surprised": 0.10, "angry": 0.10}  # mean target shift at intensity 0.6
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from livemood.config import EMOTIONS, Controls
 from livemood.engines.warp import WarpEngine
-from livemood.face import Face, FaceTracker
+from livemood.face.tracker import Face, FaceTracker
 
 INTENSITIES = (0.0, 0.3, 0.6, 1.0)
 CELL_PX = 200

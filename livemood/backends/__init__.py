@@ -117,7 +117,7 @@ def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
     import torch
 
     from livemood.backends.cache import file_sha256
-    from livemood.export import export_onnx
+    from livemood.backends.export import export_onnx
     from livemood.models.wav2lip import load_generator
 
     key = {"weights_sha256": file_sha256(weights), "torch": torch.__version__, "export_format": EXPORT_FORMAT}
@@ -134,7 +134,7 @@ def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
 
 def open_runner(weights: Path, requested: str = DEFAULT_BACKEND, cache: ArtefactCache | None = None) -> Runner:
     """A runner for a checkpoint (.pth/.pt/.tar) or an exported .onnx on the requested backend."""
-    from livemood.models.wav2lip import CheckpointError
+    from livemood.models.checkpoint import CheckpointError
 
     cache = cache or ArtefactCache()
     try:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from livemood.export import input_names
-from livemood.models.wav2lip import EmotionWav2Lip, Wav2Lip
+from livemood.models.wav2lip import EmotionWav2Lip, Wav2Lip, input_names
 
 
 class TorchRunner:

@@ -7,10 +7,10 @@ from typing import Protocol
 
 import numpy as np
 
-from livemood.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
-from livemood.blend import face_mask, paste_back
 from livemood.config import DEFAULT_BACKEND, Controls
-from livemood.face import Face
+from livemood.face.align import WARP_CROP_SIZE, crop_transform, transform_points, warp_crop
+from livemood.face.blend import face_mask, paste_back
+from livemood.face.tracker import Face
 
 
 class Engine(Protocol):

@@ -15,12 +15,12 @@ import logging
 import cv2
 import numpy as np
 
-from livemood.align import WAV2LIP_CROP_SIZE, transform_points, warp_crop, wav2lip_transform
 from livemood.backends import Runner
-from livemood.blend import BlendConfig, MaskRegion, face_mask, paste_back
 from livemood.config import EMOTIONS, Controls
 from livemood.controls import Ramp
-from livemood.face import Face
+from livemood.face.align import WAV2LIP_CROP_SIZE, transform_points, warp_crop, wav2lip_transform
+from livemood.face.blend import BlendConfig, MaskRegion, face_mask, paste_back
+from livemood.face.tracker import Face
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from livemood.align import WARP_CROP_SIZE, crop_transform, face_frame, transform_points, warp_crop
-from livemood.blend import BlendConfig, face_mask, paste_back
 from livemood.config import Controls
 from livemood.controls import Ramp
-from livemood.face import Face
+from livemood.face.align import WARP_CROP_SIZE, crop_transform, face_frame, transform_points, warp_crop
+from livemood.face.blend import BlendConfig, face_mask, paste_back
+from livemood.face.tracker import Face
 
 log = logging.getLogger(__name__)
 

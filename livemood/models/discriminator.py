@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from livemood.models.wav2lip import fold_time
+from livemood.models.blocks import fold_time
 
 
 class PlainConv(nn.Module):

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from livemood.models.wav2lip import CheckpointError, Layer, check_state_dict, conv_stack, read_state_dict
+from livemood.models.blocks import Layer, conv_stack
+from livemood.models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 
 SYNC_FRAMES = 5  # video frames per SyncNet window (0.2 s at 25 fps, the mel window's length)
 SCORE_OFFSETS = 15  # video frames of audio shift tried each way for the LSE-style scores

@@ -1,4 +1,4 @@
-"""The Wav2Lip generator, its emotion-conditioned and slim variants, and checkpoint loading.
+"""The Wav2Lip generator, its emotion-conditioned and slim variants, and loading one from a checkpoint.
 
 Parameter names and shapes follow the original Wav2Lip checkpoints exactly, so their `state_dict`s load unchanged
 (the list is in ../shared/notes/wav2lip_state_keys.json and checked by the tests). Tensors:
@@ -19,14 +19,14 @@ the product vanishes whatever they hold, so a plain Wav2Lip checkpoint loaded in
 from __future__ import annotations
 
 import logging
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from livemood.config import EMOTIONS
+from livemood.models.blocks import ConvBlock, Layer, conv_stack, fold_time, parameter_count, scaled
+from livemood.models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,7 @@ SLIM_WIDTH = 0.5  # channel multiplier of the CPU-friendly variant
 FILM_PREFIX = "film."  # parameters of the emotion conditioning; absent from plain Wav2Lip checkpoints
 FIRST_KEY = "face_encoder_blocks.0.0.conv_block.0.weight"  # (16·width, 6, 7, 7): tells the width
 
-# Conv layers as (out channels, kernel, stride, padding, residual); a block's input channels are the previous
-# block's output. Channel counts are those of the full-width model.
-Layer = tuple[int, int, int | tuple[int, int], int, bool]
+# Conv layers (see blocks.Layer); channel counts are those of the full-width model.
 FACE_ENCODER: tuple[tuple[Layer, ...], ...] = (
     ((16, 7, 1, 3, False),),  # 96
     ((32, 3, 2, 1, False), (32, 3, 1, 1, True), (32, 3, 1, 1, True)),  # 48
@@ -69,56 +67,13 @@ FACE_DECODER: tuple[tuple[Layer, ...], ...] = (
 OUTPUT_HIDDEN = 32  # channels of the output block's 3x3 conv
 
 
-class CheckpointError(ValueError):
-    """A file that is not a generator checkpoint of a known architecture; the message names the first problem."""
-
-
-class ConvBlock(nn.Module):
-    """Conv (or transposed conv) + BatchNorm, plus the input for residual blocks, then ReLU."""
-
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int], padding: int,
-                 residual: bool = False, transposed: bool = False) -> None:
-        super().__init__()
-        if transposed:
-            # output_padding 1 makes a stride-2 transposed conv exactly double the size.
-            conv: nn.Module = nn.ConvTranspose2d(cin, cout, kernel, stride, padding, output_padding=stride - 1)
-        else:
-            conv = nn.Conv2d(cin, cout, kernel, stride, padding)
-        self.conv_block = nn.Sequential(conv, nn.BatchNorm2d(cout))
-        self.act = nn.ReLU()
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_block(x)
-        return self.act(out + x if self.residual else out)
-
-
-def fold_time(x: torch.Tensor, axis: int) -> torch.Tensor:
-    """Fold the time axis into the batch, time-major: (B, …, T at `axis`, …) -> (T·B, …) with step t's batch at
-    rows t·B .. t·B + B - 1 (how Wav2Lip trains on T-frame windows)."""
-    return torch.cat(x.unbind(axis), dim=0)
-
-
-def _scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
-
-
-def conv_stack(layers: tuple[Layer, ...], cin: int, width: float, first_transposed: bool = False) -> nn.Sequential:
-    blocks = []
-    for i, (cout, kernel, stride, padding, residual) in enumerate(layers):
-        cout = _scaled(cout, width)
-        blocks.append(ConvBlock(cin, cout, kernel, stride, padding, residual, first_transposed and i == 0))
-        cin = cout
-    return nn.Sequential(*blocks)
-
-
 class Wav2Lip(nn.Module):
     """The Wav2Lip generator; `width` scales every internal channel count (1.0 = the original, 36.3 M params)."""
 
     def __init__(self, width: float = 1.0) -> None:
         super().__init__()
         self.width = width
-        enc_out = [_scaled(level[-1][0], width) for level in FACE_ENCODER]
+        enc_out = [scaled(level[-1][0], width) for level in FACE_ENCODER]
         self.face_encoder_blocks = nn.ModuleList()
         cin = 6
         for level, cout in zip(FACE_ENCODER, enc_out, strict=True):
@@ -127,13 +82,13 @@ class Wav2Lip(nn.Module):
         self.audio_encoder = conv_stack(AUDIO_ENCODER, 1, width)
         self.face_decoder_blocks = nn.ModuleList()
         self.decoder_channels: list[int] = []
-        cin = _scaled(AUDIO_ENCODER[-1][0], width)
+        cin = scaled(AUDIO_ENCODER[-1][0], width)
         for k, level in enumerate(FACE_DECODER):
             self.face_decoder_blocks.append(conv_stack(level, cin, width, first_transposed=k > 0))
-            cout = _scaled(level[-1][0], width)
+            cout = scaled(level[-1][0], width)
             self.decoder_channels.append(cout)
             cin = cout + enc_out[len(enc_out) - 1 - k]  # concatenated with the encoder feature of that size
-        hidden = _scaled(OUTPUT_HIDDEN, width)
+        hidden = scaled(OUTPUT_HIDDEN, width)
         self.output_block = nn.Sequential(ConvBlock(cin, hidden, 3, 1, 1), nn.Conv2d(hidden, 3, 1, 1, 0),
                                           nn.Sigmoid())
 
@@ -194,51 +149,9 @@ class EmotionWav2Lip(Wav2Lip):
         return x * (1.0 + s * gamma) + s * beta
 
 
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def load_checkpoint(path: Path) -> object:
-    """A checkpoint file's contents, loaded safely (tensors and plain containers only, `weights_only=True`)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
-        # torch's message is a paragraph; its unpickler's own complaint is the last non-empty line before the hint.
-        lines = [line.strip() for line in str(e).splitlines() if line.strip() and "documentation" not in line]
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint of plain tensors (torch.load with "
-                              f"weights_only=True refused it: {lines[-1] if lines else type(e).__name__})") from e
-
-
-def state_dict_of(data: object, source: str) -> dict[str, torch.Tensor]:
-    """The model's state dict inside loaded checkpoint contents.
-
-    Accepts Wav2Lip's training checkpoints (a dict with `state_dict`) and bare state dicts; strips the `module.`
-    prefix DataParallel adds.
-    """
-    state = data.get("state_dict", data) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source} holds no state dict of tensors (a Wav2Lip checkpoint has 'state_dict')")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The state dict of a checkpoint file (see `load_checkpoint` and `state_dict_of`)."""
-    return state_dict_of(load_checkpoint(path), str(path))
-
-
-def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Raise CheckpointError naming the first tensor the model expects that is missing or shaped differently,
-    or the first tensor the model does not have."""
-    expected = model.state_dict()
-    for name, tensor in expected.items():
-        if name not in state:
-            raise CheckpointError(f"{source}: missing tensor {name!r} (expected shape {tuple(tensor.shape)})")
-        if state[name].shape != tensor.shape:
-            raise CheckpointError(f"{source}: tensor {name!r} has shape {tuple(state[name].shape)}, "
-                                  f"expected {tuple(tensor.shape)}")
-    for name in state:
-        if name not in expected:
-            raise CheckpointError(f"{source}: unexpected tensor {name!r} (not part of {type(model).__name__})")
+def input_names(model: Wav2Lip) -> list[str]:
+    """The generator's inputs in `forward`'s order (also the ONNX export's input names)."""
+    return ["audio", "face", "emotion", "intensity"] if isinstance(model, EmotionWav2Lip) else ["audio", "face"]
 
 
 def build_generator(state: dict[str, torch.Tensor], conditioned: bool = False, source: str = "state dict"
@@ -269,14 +182,3 @@ def load_generator(path: Path | str, conditioned: bool = False) -> Wav2Lip:
     log.debug("loaded %s (width %g, %.1f M parameters) from %s", type(model).__name__, model.width,
               parameter_count(model) / 1e6, path)
     return model
-
-
-def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    global_step: int = 0, global_epoch: int = 0) -> None:
-    """Write a checkpoint in Wav2Lip's own format (loadable by Wav2Lip's code and by `load_generator`)."""
-    torch.save({
-        "state_dict": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "global_step": global_step,
-        "global_epoch": global_epoch,
-    }, path)

@@ -6,8 +6,8 @@ Three steps:
 * `scan(root)` lists the videos under a folder with what their path says about them (person, emotion, level,
   sentence), understanding MEAD's layout.
 * `preprocess(clips, cache_dir)` decodes each clip once, tracks the face (`livemood.face.FaceTracker`), crops every
-  frame to Wav2Lip's 96x96 box (`livemood.align.wav2lip_transform`) and computes the clip's Wav2Lip mel spectrogram
-  (`livemood.audio.melspectrogram`), saving one `.npz` per clip. It is resumable and skips clips that fail.
+  frame to Wav2Lip's 96x96 box (`livemood.face.align.wav2lip_transform`) and computes the clip's Wav2Lip mel spectrogram
+  (`livemood.audio.mel.melspectrogram`), saving one `.npz` per clip. It is resumable and skips clips that fail.
 * `TrainingClip.load(path)` reads a cache file back; `TalkingFaceDataset` cuts windows of consecutive frames from
   loaded clips, either from the same clip (Wav2Lip's self-reconstruction) or from neutral/emotional pairs of the
   same person and sentence (the Wav2Lip-Emotion setting).
@@ -30,11 +30,11 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from livemood.align import WAV2LIP_CROP_SIZE, warp_crop, wav2lip_transform
-from livemood.audio import MEL_FPS, SAMPLE_RATE, WINDOW_FRAMES, AudioUnavailable, mel_window, melspectrogram
-from livemood.audio_io import read_audio
+from livemood.audio.files import read_audio
+from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, WINDOW_FRAMES, AudioUnavailable, mel_window, melspectrogram
 from livemood.config import EMOTIONS
-from livemood.face import FaceTracker
+from livemood.face.align import WAV2LIP_CROP_SIZE, warp_crop, wav2lip_transform
+from livemood.face.tracker import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class TalkingFaceDataset(Dataset):
       channels 3-5 a reference window: T consecutive source frames starting at a random position at least T frames
       from the window (Wav2Lip's "wrong window");
     * "target" (3, T, 96, 96): the frames to reconstruct;
-    * "audio" (T, 1, 80, 16): the target clip's mel window of each target frame (`livemood.audio.mel_window`);
+    * "audio" (T, 1, 80, 16): the target clip's mel window of each target frame (`livemood.audio.mel.mel_window`);
     * "sync_audio" (1, 80, 16): the mel window of the first target frame (0.2 s, covering 5 frames at 25 fps);
     * "emotion" (8,): one-hot over config.EMOTIONS of the target clip's emotion (neutral when unknown);
     * "intensity" (): level / 3 clipped to [0, 1], 1.0 when the level is unknown, 0.0 for neutral.

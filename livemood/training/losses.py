@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from livemood.config import EMOTIONS
-from livemood.expression import CLASSES, INPUT_SIZE, TARGET_CLASS, ExpressionNet
-from livemood.models.wav2lip import fold_time
+from livemood.models.blocks import fold_time
+from livemood.models.expression import CLASSES, INPUT_SIZE, TARGET_CLASS, ExpressionNet
 
 BGR_TO_GREY = (0.114, 0.587, 0.299)  # ITU-R BT.601 luma weights for B, G, R (OpenCV's)
 # The full-face mask in the 96x96 Wav2Lip crop: an ellipse over brows, eyes, cheeks, mouth and jaw (the crop is

@@ -27,17 +27,11 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from livemood.config import UsageError
-from livemood.expression import ExpressionClassifier
+from livemood.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_of
 from livemood.models.discriminator import QualityDiscriminator
+from livemood.models.expression import ExpressionClassifier
 from livemood.models.syncnet import SyncNet, load_syncnet, sync_loss
-from livemood.models.wav2lip import (
-    EmotionWav2Lip,
-    Wav2Lip,
-    load_checkpoint,
-    load_generator,
-    save_checkpoint,
-    state_dict_of,
-)
+from livemood.models.wav2lip import EmotionWav2Lip, Wav2Lip, load_generator
 from livemood.training.data import TalkingFaceDataset, TrainingClip, cache_path, preprocess, scan
 from livemood.training.losses import EmotionLoss, LossWeights, full_face_mask
 

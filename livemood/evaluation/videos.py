@@ -5,8 +5,8 @@ Both videos are decoded with PyAV in lockstep, frame by frame. The face is track
 scoring it where the input's face is measures the change itself, not a difference in tracking. The output is also
 tracked on its own, only to measure its lips. Per frame:
 
-* class probabilities of a FER2013 classifier (`livemood.expression`, the default or the one named) on the input's
-  and the output's face crop;
+* class probabilities of a FER2013 classifier (`livemood.models.expression`, the default or the one named) on the
+  input's and the output's face crop;
   from them the target class's probability and a valence proxy (probabilities · `VALENCE`). This mirrors the
   automated scoring of Wav2Lip-Emotion (a classifier or valence model run on source and generated video), without
   a destination video, so it reports shifts rather than their Δvalence ratio;
@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, UsageError
-from livemood.expression import CLASSES, TARGET_CLASS, VALENCE, ExpressionClassifier
-from livemood.face import FaceTracker, TrackerConfig
+from livemood.face.tracker import FaceTracker, TrackerConfig
+from livemood.models.expression import CLASSES, TARGET_CLASS, VALENCE, ExpressionClassifier
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class EvaluationReport:
 
     source: str
     output: str
-    classifier: str  # the expression classifier's name (`livemood.expression.CLASSIFIERS`)
+    classifier: str  # the expression classifier's name (`livemood.models.expression.CLASSIFIERS`)
     emotion: str | None
     target_class: str | None
     source_frames: int  # every frame of each video, counted to the end even past `max_frames`
@@ -299,7 +299,7 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
     if report.face_frames == 0:
         log.warning("no face found in %s: expression and lip measurements are empty", source)
     if plot is not None:
-        from livemood.evaluate_report import write_plot
+        from livemood.evaluation.report import write_plot
 
         write_plot(report, plot)
     return report

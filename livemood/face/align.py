@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from livemood.face import Face
+from livemood.face.tracker import Face
 
 Affine = np.ndarray  # (2, 3) float64: [crop_x, crop_y]ᵀ = M @ [frame_x, frame_y, 1]ᵀ
 

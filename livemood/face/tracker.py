@@ -10,7 +10,7 @@ a *window* around that person rather than the whole frame:
 * The whole frame, downscaled, goes to mediapipe's short-range face detector only to acquire the person (at the
   start: the largest and most central face) or to find them again when lost, and then only near where they
   were last seen until `forget_ms` has passed.
-* Raw landmarks are smoothed by `livemood.smoothing.LandmarkSmoother` (rigid head motion and face shape apart;
+* Raw landmarks are smoothed by `livemood.face.smoothing.LandmarkSmoother` (rigid head motion and face shape apart;
   lips nearly raw so lip sync survives).
 
 Timestamps: the legacy mediapipe API keeps its own frame counter and takes no timestamp, so `timestamp_ms` is used
@@ -29,7 +29,7 @@ import mediapipe as mp
 import numpy as np
 from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 
-from livemood.smoothing import MAX_DT_S, LandmarkSmoother, OneEuroFilter, SmoothingConfig
+from livemood.face.smoothing import MAX_DT_S, LandmarkSmoother, OneEuroFilter, SmoothingConfig
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ import sys
 
 import cv2
 
-from livemood.capture import opencv_api
+from livemood.audio.mel import AudioUnavailable
+from livemood.audio.portaudio import load_sounddevice
 from livemood.config import UsageError
+from livemood.live.sources import opencv_api
 
 PROBE_INDICES = range(6)  # camera indices tried where devices cannot be listed
 
@@ -35,11 +37,9 @@ def cameras() -> list[str]:
 def audio_devices(kind: str) -> list[str]:
     """One line per PortAudio device with `kind` ("input" or "output") channels, or one line saying why none."""
     try:
-        import sounddevice as sd
-
-        devices = sd.query_devices()
-    except (OSError, ImportError) as e:
-        return [f"(none: PortAudio is missing — install libportaudio2; {e})"]
+        devices = load_sounddevice().query_devices()
+    except AudioUnavailable as e:
+        return [f"(none: {e})"]
     key = f"max_{kind}_channels"
     lines = [f"{i}: {d['name']} ({d[key]} ch, {d['default_samplerate']:g} Hz)"
              for i, d in enumerate(devices) if d[key] > 0]
@@ -48,7 +48,7 @@ def audio_devices(kind: str) -> list[str]:
 
 def virtual_camera() -> str:
     """Which virtual camera frames would go to, or the reason none is usable and how to get one."""
-    from livemood.output import VirtualCameraSink
+    from livemood.live.sinks import VirtualCameraSink
 
     try:
         sink = VirtualCameraSink((640, 480), 30.0)

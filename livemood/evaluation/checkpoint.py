@@ -21,12 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from livemood.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, warp_crop, wav2lip_transform
-from livemood.audio import mel_window, melspectrogram
-from livemood.audio_io import read_audio
+from livemood.audio.files import read_audio
+from livemood.audio.mel import mel_window, melspectrogram
 from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
-from livemood.evaluate import VideoReader
-from livemood.face import FaceTracker
+from livemood.evaluation.videos import VideoReader
+from livemood.face.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, warp_crop, wav2lip_transform
+from livemood.face.tracker import FaceTracker
 
 PSNR_PEAK = 255.0
 
@@ -56,8 +56,8 @@ class CheckpointScores:
 
 def render(weights: Path, source: Path, output: Path, emotion: str, intensity: float, backend: str) -> None:
     """Write `output`: `source` through the neural engine with these weights and controls."""
-    from livemood.pipeline import assemble
-    from livemood.stats import StageTimes
+    from livemood.live.pipeline import assemble
+    from livemood.live.stats import StageTimes
 
     config = RunConfig(source=SourceConfig.parse(str(source)), output=OutputConfig(output), engine="neural",
                        weights=weights, backend=backend, controls=Controls(emotion, intensity))

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from livemood.config import UsageError
-from livemood.evaluate import BACKGROUND_GROW, LIP_SYNC_BAR, EvaluationReport
-from livemood.expression import CLASSES
+from livemood.evaluation.videos import BACKGROUND_GROW, LIP_SYNC_BAR, EvaluationReport
+from livemood.models.expression import CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -67,10 +67,6 @@ MAC_VKS: dict[int, str] = {
 }
 GLOBAL_HELP = "Ctrl+left Alt with 1..{n} emotion, = or - intensity, 0 bypass, Q quit"
 
-# apply_key reads the state and writes it back; the terminal, window and global keys run on different threads.
-_apply_lock = threading.Lock()
-
-
 def describe_keys() -> str:
     """One line telling the user which keys do what."""
     emotions = ", ".join(f"{key} {name}" for key, name in EMOTION_BY_KEY.items())
@@ -96,19 +92,29 @@ def apply_key(state: ControlState, key: str) -> bool:
     """
     if key in QUIT_KEYS:
         return True
-    with _apply_lock:
-        current = state.get()
-        if key in EMOTION_BY_KEY:
-            state.update(emotion=EMOTION_BY_KEY[key])
-        elif key in UP_KEYS:
-            state.update(intensity=_step_intensity(current.intensity, up=True))
-        elif key in DOWN_KEYS:
-            state.update(intensity=_step_intensity(current.intensity, up=False))
-        elif key in BYPASS_KEYS:
-            state.update(bypass=not current.bypass)
-        else:
-            log.debug("key %r has no action", key)
+    if key in EMOTION_BY_KEY:
+        state.update(emotion=EMOTION_BY_KEY[key])
+    elif key in UP_KEYS or key in DOWN_KEYS:
+        state.apply(lambda c: {"intensity": _step_intensity(c.intensity, up=key in UP_KEYS)})
+    elif key in BYPASS_KEYS:
+        state.apply(lambda c: {"bypass": not c.bypass})
+    else:
+        log.debug("key %r has no action", key)
     return False
+
+
+class WindowKeys:
+    """Keys pressed in the preview window: give it as `PreviewSink(on_key=...)`; it calls this with each
+    `cv2.waitKey` code."""
+
+    def __init__(self, state: ControlState, on_quit: Callable[[], None]) -> None:
+        self._state = state
+        self._on_quit = on_quit
+
+    def __call__(self, code: int) -> None:
+        key = key_from_waitkey(code)
+        if key is not None and apply_key(self._state, key):
+            self._on_quit()
 
 
 def key_from_waitkey(code: int) -> str | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from livemood.align import Affine, face_frame, invert_affine, warp_crop
+from livemood.face.align import Affine, face_frame, invert_affine, warp_crop
 
 LOWER_FACE_FROM = 0.75  # lower-face mask starts this far down from the eyes, in eye-to-nose-base lengths
 

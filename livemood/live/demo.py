@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from livemood.capture import Source
-from livemood.handoff import DropPolicy
-from livemood.stats import StageTimes
+from livemood.live.handoff import DropPolicy
+from livemood.live.sources import Source
+from livemood.live.stats import StageTimes
 
 DEMO_FPS = 25.0
 DEMO_SECONDS = 12.0  # length of a finite demo (file output): 1.5 s for each of the 8 emotions

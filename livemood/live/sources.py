@@ -17,10 +17,10 @@ import av
 import cv2
 import numpy as np
 
-from livemood.config import DEFAULT_FPS, SourceConfig, SourceKind, UsageError
+from livemood.config import DEFAULT_FPS, UsageError
 from livemood.frames import Frame, now
-from livemood.handoff import Closed, DropPolicy, Handoff
-from livemood.stats import StageTimes
+from livemood.live.handoff import Closed, DropPolicy, Handoff
+from livemood.live.stats import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -230,25 +230,6 @@ class FileSource(Source):
 
     def _release(self) -> None:
         self._container.close()
-
-
-def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False,
-                replay: bool = False) -> Source:
-    """Open the source a `SourceConfig` names; raises UsageError with one clear line if it cannot.
-
-    `endless` makes the demo run until stopped (for the virtual camera) instead of a fixed length; `replay`
-    decodes a file into memory first (`ReplaySource`, for benchmarks).
-    """
-    if config.kind is SourceKind.CAMERA:
-        return CameraSource(int(config.location), config.size, config.fps, times)
-    if config.kind is SourceKind.STREAM:
-        return CameraSource(config.location, config.size, config.fps, times)
-    if config.kind is SourceKind.FILE:
-        kind = ReplaySource if replay else FileSource
-        return kind(Path(config.location), config.size, times)
-    from livemood.demo import DEMO_SECONDS, DemoSource
-
-    return DemoSource(config.size, seconds=None if endless else DEMO_SECONDS, times=times)
 
 
 class ReplaySource(FileSource):

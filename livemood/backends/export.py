@@ -13,17 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from livemood.models.wav2lip import FACE_SIZE, MEL_SHAPE, EmotionWav2Lip, Wav2Lip
+from livemood.models.wav2lip import FACE_SIZE, MEL_SHAPE, EmotionWav2Lip, Wav2Lip, input_names
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4  # max |ONNX Runtime - torch| on outputs in [0, 1]
 OUTPUT_NAME = "image"
-
-
-def input_names(model: Wav2Lip) -> list[str]:
-    return ["audio", "face", "emotion", "intensity"] if isinstance(model, EmotionWav2Lip) else ["audio", "face"]
 
 
 def example_inputs(model: Wav2Lip, batch: int, seed: int = 0) -> dict[str, np.ndarray]:

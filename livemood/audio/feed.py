@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from livemood.audio import DEFAULT_LOOKAHEAD, AudioUnavailable, Lookahead, MelBuffer
-from livemood.audio_io import iter_file_audio
-from livemood.audio_out import DelayedAudioOut
-from livemood.microphone import Microphone
+from livemood.audio.delayed_out import DelayedAudioOut
+from livemood.audio.files import iter_file_audio
+from livemood.audio.mel import DEFAULT_LOOKAHEAD, AudioUnavailable, Lookahead, MelBuffer
+from livemood.audio.microphone import Microphone
 
 log = logging.getLogger(__name__)
 

@@ -6,22 +6,22 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from livemood.audio import AudioUnavailable
-from livemood.audio_feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
-from livemood.capture import Source, open_source
-from livemood.config import EMOTIONS, RunConfig, UsageError
+from livemood.audio.feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
+from livemood.audio.mel import AudioUnavailable, Lookahead
+from livemood.config import EMOTIONS, RunConfig, SourceConfig, SourceKind, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
-from livemood.face import FaceTracker
+from livemood.face.tracker import FaceTracker
 from livemood.frames import Frame, now
-from livemood.handoff import Closed
-from livemood.hotkeys import apply_key, key_from_waitkey
-from livemood.output import (
+from livemood.live.demo import DEMO_SECONDS, DemoSource
+from livemood.live.handoff import Closed
+from livemood.live.sinks import (
     LIVE_TIME_BASE,
     FileSink,
     NullSink,
@@ -30,7 +30,8 @@ from livemood.output import (
     Sink,
     VirtualCameraSink,
 )
-from livemood.stats import StageTimes
+from livemood.live.sources import CameraSource, FileSource, ReplaySource, Source
+from livemood.live.stats import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Pipeline:
         tracker: FaceTracker | None = None,
         audio: AudioFeed | None = None,
         tour_s: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
@@ -75,15 +77,13 @@ class Pipeline:
         self.tour_s = tour_s
         self.engine = engine
         self.sinks = list(sinks)
-        # Keys pressed while the preview window has focus steer the controls.
-        self._preview = next((sink for sink in self.sinks if isinstance(sink, PreviewSink)), None)
         self.controls = controls
         self.times = times
         self.paced = paced
         self.status = status
         self._frames = self._sent = self._repeated = self._engine_errors = 0
         self._t_start = now()
-        self.stop = threading.Event()  # set by a quit key; checked once per frame
+        self.stop = stop or threading.Event()  # set by a quit key; checked once per frame
 
     def run(self) -> RunResult:
         """Process until the end; closes the source, engine and sinks whatever happens."""
@@ -203,10 +203,6 @@ class Pipeline:
         time_s = t0 - self._t_start if self.source.live else frame.time_s
         for sink in self.sinks:
             sink.send(image, time_s)
-        if self._preview is not None:
-            key = key_from_waitkey(self._preview.last_key)
-            if key is not None and apply_key(self.controls, key):
-                self.stop.set()
         t1 = now()
         self.times.add("output", t1 - t0)
         if fresh:
@@ -241,8 +237,30 @@ class Pipeline:
                     raise
 
 
-def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
-    """Open the source first (a bad source creates nothing), then the engine and sinks."""
+def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False,
+                replay: bool = False) -> Source:
+    """Open the source a `SourceConfig` names; raises UsageError with one clear line if it cannot.
+
+    `endless` makes the demo run until stopped (for the virtual camera) instead of a fixed length; `replay`
+    decodes a file into memory first (`ReplaySource`, for benchmarks).
+    """
+    if config.kind is SourceKind.CAMERA:
+        return CameraSource(int(config.location), config.size, config.fps, times)
+    if config.kind is SourceKind.STREAM:
+        return CameraSource(config.location, config.size, config.fps, times)
+    if config.kind is SourceKind.FILE:
+        kind = ReplaySource if replay else FileSource
+        return kind(Path(config.location), config.size, times)
+    return DemoSource(config.size, seconds=None if endless else DEMO_SECONDS, times=times)
+
+
+def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
+             stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None) -> Pipeline:
+    """Open the source first (a bad source creates nothing), then the engine and sinks.
+
+    `controls` and `stop` are shared with whatever steers the run (keys); by default the pipeline makes its own.
+    `on_preview_key` gets the preview window's key codes.
+    """
     to_camera = not config.bench and config.output.file is None
     source = open_source(config.source, times, endless=to_camera, replay=config.bench)
     sinks: list[Sink] = []
@@ -263,7 +281,7 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
                     raise
                 log.warning("%s\nShowing the preview window only.", e)
         if config.output.preview:
-            sinks.append(PreviewSink())
+            sinks.append(PreviewSink(on_preview_key))
     except BaseException:
         for sink in sinks:
             sink.abort()
@@ -273,7 +291,7 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
     tracker = FaceTracker() if engine.needs_face else None
     try:
         audio = open_audio_feed(source.live, source.audio_path, engine.needs_audio, config.audio.mic,
-                                config.audio.audio_out, config.audio.lookahead)
+                                config.audio.audio_out, Lookahead(config.audio.lookahead))
     except AudioUnavailable as e:
         source.close()
         for sink in sinks:
@@ -281,5 +299,5 @@ def assemble(config: RunConfig, times: StageTimes) -> Pipeline:
         raise UsageError(f"the {engine.name} engine needs audio: {e}") from e
     if audio is not None and audio.live and engine.needs_audio:
         log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
-    return Pipeline(source, engine, sinks, ControlState(config.controls), times, paced, status=paced,
-                    tracker=tracker, audio=audio, tour_s=config.tour_s)
+    return Pipeline(source, engine, sinks, controls or ControlState(config.controls), times, paced, status=paced,
+                    tracker=tracker, audio=audio, tour_s=config.tour_s, stop=stop)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -148,19 +148,21 @@ class VirtualCameraSink(Sink):
 
 
 class PreviewSink(Sink):
-    """An OpenCV window; `last_key` holds the key pressed while the last frame was shown (-1 for none)."""
+    """An OpenCV window; a key pressed while a frame is shown goes to `on_key` as its `cv2.waitKey` code."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_key: Callable[[int], None] | None = None) -> None:
         if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
             raise UsageError("--preview needs a display (DISPLAY is not set)")
         cv2.namedWindow(WINDOW_TITLE, cv2.WINDOW_NORMAL)
-        self.last_key = -1
+        self._on_key = on_key
         self._open = True
 
     def send(self, image: np.ndarray, time_s: float) -> None:
         if self._open:
             cv2.imshow(WINDOW_TITLE, image)
-            self.last_key = cv2.waitKey(1)
+            code = cv2.waitKey(1)  # also lets the window draw; -1 when no key was pressed
+            if code >= 0 and self._on_key is not None:
+                self._on_key(code)
 
     def close(self) -> None:
         if self._open:

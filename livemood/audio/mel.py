@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from livemood import config
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz, Wav2Lip's audio rate
@@ -80,7 +82,7 @@ class Lookahead(enum.Enum):
 # Default: lip sync is the product. DELAY_VIDEO costs 212.5 ms, which keeps a call conversational (one-way delays
 # up to ~400 ms are usable; ITU-T G.114), whereas SHIFT_WINDOW leaves the mouth 212.5 ms behind the voice, an
 # error viewers notice. For files the choice costs nothing: all of the audio is there before the video.
-DEFAULT_LOOKAHEAD = Lookahead.DELAY_VIDEO
+DEFAULT_LOOKAHEAD = Lookahead(config.DEFAULT_LOOKAHEAD)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:

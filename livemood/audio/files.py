@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from livemood.audio import MEL_FPS, SAMPLE_RATE, AudioUnavailable, Timeline
+from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, AudioUnavailable, Timeline
 
 
 def resample(x: np.ndarray, rate_in: float, rate_out: int = SAMPLE_RATE) -> np.ndarray:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import soxr
 
-from livemood.audio import DEFAULT_MAX_JITTER_S, SAMPLE_RATE, AudioUnavailable, Timeline
+from livemood.audio.mel import DEFAULT_MAX_JITTER_S, SAMPLE_RATE, AudioUnavailable, Timeline
+from livemood.audio.portaudio import ClockAnchor, load_sounddevice, resolve_device
 from livemood.frames import now
-from livemood.microphone import ClockAnchor, load_sounddevice, resolve_device
 
 log = logging.getLogger(__name__)
 
