@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from livemood.config import CLASSIFIERS, UsageError
+from livemood.evaluation.metrics import background_mask, lip_opening
 from livemood.evaluation.report import format_report
-from livemood.evaluation.videos import background_mask, evaluate_videos, lip_opening
+from livemood.evaluation.videos import evaluate_videos
 from livemood.face.tracker import FaceTracker
 from livemood.models.expression import ExpressionClassifier
 

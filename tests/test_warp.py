@@ -17,7 +17,7 @@ from livemood.engines.warp import (
     au_vector,
     displacement_field,
 )
-from livemood.evaluation.videos import lip_opening
+from livemood.evaluation.metrics import lip_opening
 from livemood.face.tracker import Face, FaceTracker
 from livemood.models.expression import CLASSES, TARGET_CLASS, ExpressionClassifier
 

@@ -14,7 +14,6 @@ All crops are taken where the face is tracked in the input, so both videos are m
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,11 +23,10 @@ import numpy as np
 from livemood.audio.files import read_audio
 from livemood.audio.mel import mel_window, melspectrogram
 from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
-from livemood.evaluation.videos import VideoReader
+from livemood.evaluation.metrics import psnr, sharpness
 from livemood.face.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, warp_crop, wav2lip_transform
 from livemood.face.tracker import FaceTracker
-
-PSNR_PEAK = 255.0
+from livemood.video import VideoReader
 
 
 @dataclass(frozen=True)
@@ -72,19 +70,20 @@ def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) ->
     mouths: dict[str, list[np.ndarray]] = {"source": [], "output": []}
     sharp, sse, count, windows = [0.0, 0.0], 0.0, 0, []
     mel = melspectrogram(read_audio(source)[0])
-    src, out = VideoReader(source, "source"), VideoReader(output, "output")
+    src = VideoReader(source, "source", stop_on_damage=True)
+    out = VideoReader(output, "output", stop_on_damage=True)
     try:
         with FaceTracker() as tracker:
-            while (a_frame := src.next()) is not None and (b_frame := out.next()) is not None:
-                (frame_src, ms), (frame_out, _) = a_frame, b_frame
-                face = tracker.track(frame_src, ms)
+            while (a_frame := src.read()) is not None and (b_frame := out.read()) is not None:
+                (frame_src, time_s), (frame_out, _) = a_frame, b_frame
+                face = tracker.track(frame_src, round(time_s * 1e3))
                 if face is None:
                     continue
                 m96, m256 = wav2lip_transform(face, WAV2LIP_CROP_SIZE), crop_transform(face, WARP_CROP_SIZE)
                 for k, (name, frame) in enumerate((("source", frame_src), ("output", frame_out))):
                     mouths[name].append(warp_crop(frame, m96, WAV2LIP_CROP_SIZE))
                     grey = cv2.cvtColor(warp_crop(frame, m256, WARP_CROP_SIZE), cv2.COLOR_BGR2GRAY)
-                    sharp[k] += float(cv2.Laplacian(grey, cv2.CV_64F).var())
+                    sharp[k] += sharpness(grey)
                 a, b = mouths["source"][-1].astype(np.float64), mouths["output"][-1].astype(np.float64)
                 sse, count = sse + float(((a - b) ** 2).sum()), count + a.size
                 windows.append(mel_window(mel, src.count - 1, src.fps))
@@ -101,6 +100,4 @@ def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) ->
         stacked = np.stack(windows).astype(np.float32)
         scores = [*sync_scores(net, np.stack(mouths["source"]), stacked),
                   *sync_scores(net, np.stack(mouths["output"]), stacked)]
-    mse = sse / count
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK**2 / mse)
-    return CheckpointScores(*scores, sharpness_ratio=sharp[1] / max(sharp[0], 1e-9), face_psnr_db=psnr)
+    return CheckpointScores(*scores, sharpness_ratio=sharp[1] / max(sharp[0], 1e-9), face_psnr_db=psnr(sse, count))

@@ -1,18 +1,128 @@
-"""Presenting an evaluation: the text summary `livemood evaluate` prints and the per-frame plot it writes."""
+"""An evaluation's result: the report `evaluate_videos` fills in, the text `livemood evaluate` prints and the
+per-frame plot it writes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from livemood.config import UsageError
-from livemood.evaluation.videos import BACKGROUND_GROW, LIP_SYNC_BAR, EvaluationReport
+from livemood.evaluation.metrics import BACKGROUND_GROW, LIP_SYNC_BAR
 from livemood.models.expression import CLASSES
 
 log = logging.getLogger(__name__)
+
+
+INF_JSON = "inf"  # how an infinite PSNR is written in JSON (which has no infinity)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameSeries:
+    """Per-frame measurements over the compared frames, (N,) float64 each; NaN where no face was tracked."""
+
+    target_source: np.ndarray  # target-class probability (NaN everywhere without a target emotion)
+    target_output: np.ndarray
+    valence_source: np.ndarray
+    valence_output: np.ndarray
+    lip_source: np.ndarray  # inner-lip opening in face heights
+    lip_output: np.ndarray
+    background_psnr_db: np.ndarray  # inf where the background is identical
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationReport:
+    """What `evaluate_videos` measured; see the module docstring. Means are over frames with a face in the input
+    (None when there were none); `target_*` are None without a target emotion."""
+
+    source: str
+    output: str
+    classifier: str  # the expression classifier's name (`livemood.models.expression.CLASSIFIERS`)
+    emotion: str | None
+    target_class: str | None
+    source_frames: int  # every frame of each video, counted to the end even past `max_frames`
+    output_frames: int
+    frames_compared: int  # frames decoded from both videos and measured
+    face_frames: int  # compared frames with a face in the input
+    lip_frames: int  # compared frames with a face tracked in both videos
+    mean_probs_source: tuple[float, ...] | None  # (7,) in CLASSES order
+    mean_probs_output: tuple[float, ...] | None
+    target_source_mean: float | None
+    target_output_mean: float | None
+    target_shift: float | None  # output mean - input mean
+    target_rise_fraction: float | None  # fraction of face frames where the target probability rose
+    valence_source_mean: float | None
+    valence_output_mean: float | None
+    valence_shift: float | None
+    lip_correlation: float | None  # Pearson r; None with too few frames or a constant series
+    lip_mean_abs_diff: float | None  # face heights
+    background_psnr_db: float  # from the mean squared error over all compared frames' background pixels
+    background_psnr_min_db: float  # the worst single frame
+    series: FrameSeries = field(repr=False)
+
+    @property
+    def frame_counts_match(self) -> bool:
+        return self.source_frames == self.output_frames
+
+    @property
+    def lip_sync_kept(self) -> bool | None:
+        return None if self.lip_correlation is None else self.lip_correlation >= LIP_SYNC_BAR
+
+    @property
+    def largest_gain(self) -> tuple[str, float] | None:
+        """The class whose mean probability rose most, and by how much; None if none rose."""
+        if self.mean_probs_source is None or self.mean_probs_output is None:
+            return None
+        gain = np.subtract(self.mean_probs_output, self.mean_probs_source)
+        i = int(np.argmax(gain))
+        return (CLASSES[i], float(gain[i])) if gain[i] > 0 else None
+
+    def to_dict(self, per_frame: bool = False) -> dict[str, object]:
+        """JSON-ready values: NaN becomes None and an infinite PSNR the string "inf"."""
+        probs = {
+            name: None if values is None else dict(zip(CLASSES, map(_num, values), strict=True))
+            for name, values in (("source", self.mean_probs_source), ("output", self.mean_probs_output))
+        }
+        gain = self.largest_gain
+        out: dict[str, object] = {
+            "source": self.source,
+            "output": self.output,
+            "classifier": self.classifier,
+            "emotion": self.emotion,
+            "target_class": self.target_class,
+            "frames": {"source": self.source_frames, "output": self.output_frames, "match": self.frame_counts_match,
+                       "compared": self.frames_compared, "with_face": self.face_frames},
+            "mean_probabilities": probs,
+            "largest_gain": None if gain is None else {"class": gain[0], "shift": _num(gain[1])},
+            "target": {"source_mean": _num(self.target_source_mean), "output_mean": _num(self.target_output_mean),
+                       "shift": _num(self.target_shift), "rise_fraction": _num(self.target_rise_fraction)},
+            "valence": {"source_mean": _num(self.valence_source_mean),
+                        "output_mean": _num(self.valence_output_mean), "shift": _num(self.valence_shift)},
+            "lip_sync": {"correlation": _num(self.lip_correlation), "bar": LIP_SYNC_BAR, "kept": self.lip_sync_kept,
+                         "mean_abs_diff": _num(self.lip_mean_abs_diff), "frames": self.lip_frames},
+            "background_psnr_db": {"overall": _num(self.background_psnr_db),
+                                   "worst_frame": _num(self.background_psnr_min_db)},
+        }
+        if per_frame:
+            out["per_frame"] = {name: [_num(v) for v in getattr(self.series, name)]
+                                for name in FrameSeries.__dataclass_fields__}
+        return out
+
+    def to_json(self, per_frame: bool = False) -> str:
+        """The report as a JSON document (strict: no NaN or Infinity literals)."""
+        return json.dumps(self.to_dict(per_frame), indent=2, allow_nan=False)
+
+
+def _num(value: float | None) -> float | str | None:
+    if value is None or math.isnan(value):
+        return None
+    if math.isinf(value):
+        return INF_JSON if value > 0 else "-" + INF_JSON
+    return round(float(value), 6)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
