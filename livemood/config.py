@@ -27,7 +27,7 @@ DEFAULT_CLASSIFIER = "fer2013-cnn"  # also the neural engine's training objectiv
 LOOKAHEADS: tuple[str, ...] = ("delay-video", "shift-window")
 DEFAULT_LOOKAHEAD = "delay-video"
 
-DEFAULT_FPS = 30.0  # frames per second, requested from the camera and used to pace live output
+CAMERA_FALLBACK_FPS = 30.0  # frames per second that pace a camera which reports no usable rate
 MAX_FPS = 120.0
 
 

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 VALENCE_VECTOR = np.array([VALENCE[c] for c in CLASSES])  # (7,) valence of each class, CLASSES order
 
 CLASSIFY_BATCH = 256  # face crops per classifier call
-FALLBACK_FPS = 25.0  # frames per second assumed for timestamps when a stream states no rate
 
 
 def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, progress: bool

@@ -13,14 +13,14 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
-from livemood.config import DEFAULT_FPS, UsageError
+from livemood.config import CAMERA_FALLBACK_FPS, UsageError
 from livemood.frames import Frame, now
 from livemood.live.handoff import Closed, DropPolicy, Handoff
 from livemood.live.stats import StageTimes
+from livemood.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class CameraSource(Source):
         self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
         reported = self._cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps or (reported if 1 <= reported <= 240 else DEFAULT_FPS)
+        self.fps = fps or (reported if 1 <= reported <= 240 else CAMERA_FALLBACK_FPS)
         self.measured_fps: float | None = None
         log.info("camera %s: %dx%d, pacing at %.3g fps", target, *self.size, self.fps)
 
@@ -195,41 +195,27 @@ class CameraSource(Source):
 
 
 class FileSource(Source):
-    """A media file decoded by PyAV; every frame is kept, stamped with its presentation time."""
+    """A media file decoded by PyAV (`livemood.video.VideoReader`); every frame is kept, stamped with its
+    presentation time."""
 
     live = False
 
     def __init__(self, path: Path, size: tuple[int, int] | None = None, times: StageTimes | None = None) -> None:
         super().__init__(DropPolicy.BLOCK, FILE_QUEUE, times, "decode")
         self.path = path
-        try:
-            self._container = av.open(str(path))
-        except (av.error.FFmpegError, OSError) as e:
-            raise UsageError(f"cannot read {path}: {e}") from e
-        if not self._container.streams.video:
-            self._container.close()
-            raise UsageError(f"{path} has no video stream")
-        self._stream = self._container.streams.video[0]
-        self._stream.thread_type = "AUTO"  # frame-threaded decoding: the reader runs beside the pipeline
-        ctx = self._stream.codec_context
-        self.size = size or (ctx.width, ctx.height)
-        self._scale = size is not None and size != (ctx.width, ctx.height)
-        rate = self._stream.average_rate or self._stream.guessed_rate or Fraction(DEFAULT_FPS)
-        self.fps = float(rate)
-        self.frame_count = self._stream.frames or None
-        self.audio_path = path if self._container.streams.audio else None
-        self.time_base = self._stream.time_base
+        self._reader = VideoReader(path, "source", size)
+        self.size = self._reader.size
+        self.fps = self._reader.fps
+        self.frame_count = self._reader.declared_frames
+        self.audio_path = path if self._reader.has_audio else None
+        self.time_base = self._reader.time_base
 
     def _images(self) -> Iterator[tuple[np.ndarray, float]]:
-        for frame in self._container.decode(self._stream):
-            if self._stop.is_set():
-                return
-            if self._scale:
-                frame = frame.reformat(width=self.size[0], height=self.size[1])
-            yield frame.to_ndarray(format="bgr24"), float(frame.time or 0.0)
+        while not self._stop.is_set() and (item := self._reader.read()) is not None:
+            yield item
 
     def _release(self) -> None:
-        self._container.close()
+        self._reader.close()
 
 
 class ReplaySource(FileSource):

@@ -32,9 +32,10 @@ from tqdm import tqdm
 
 from livemood.audio.files import read_audio
 from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, WINDOW_FRAMES, AudioUnavailable, mel_window, melspectrogram
-from livemood.config import EMOTIONS
+from livemood.config import EMOTIONS, UsageError
 from livemood.face.align import WAV2LIP_CROP_SIZE, warp_crop, wav2lip_transform
 from livemood.face.tracker import FaceTracker
+from livemood.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ _EMOTION_FOLDERS: dict[str, str] = {**{e: e for e in EMOTIONS}, "fear": "fearful
 _LEVEL_FOLDER = re.compile(r"level_(\d+)")
 MEAD_VIEW = "front"  # the camera view kept from MEAD's multi-view recordings
 MEAD_MAX_LEVEL = 3  # MEAD's intensity levels run 1..3
-DEFAULT_FPS = 25.0  # frames per second assumed when a video stream states no rate
 
 
 @dataclass(frozen=True)
@@ -113,24 +113,20 @@ def _decode_faces(path: Path) -> tuple[np.ndarray, np.ndarray, float, float]:
     size = WAV2LIP_CROP_SIZE
     crops: list[np.ndarray] = []
     valid: list[bool] = []
-    with av.open(str(path)) as container, FaceTracker() as tracker:
-        if not container.streams.video:
-            raise ValueError("no video stream")
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else DEFAULT_FPS
+    with VideoReader(path) as reader, FaceTracker() as tracker:
         t_first = 0.0
         previous = None
-        for i, frame in enumerate(container.decode(stream)):
-            if i == 0 and frame.time is not None:
-                t_first = float(frame.time)
-            image = frame.to_ndarray(format="bgr24")
-            face = tracker.track(image, round(i * 1000.0 / fps))  # ms
+        while (item := reader.read()) is not None:
+            image, time_s = item
+            if reader.count == 1:
+                t_first = time_s
+            face = tracker.track(image, round((reader.count - 1) * 1000.0 / reader.fps))  # ms
             seen = face is not None and (previous is None or face.presence >= previous.presence)
             crops.append(warp_crop(image, wav2lip_transform(face, size), size) if seen
                          else np.zeros((size, size, 3), np.uint8))
             valid.append(seen)
             previous = face
+        fps = reader.fps
     if not any(valid):
         raise ValueError(f"no face found in {len(valid)} frames")
     return np.stack(crops), np.array(valid, dtype=bool), fps, t_first
@@ -182,7 +178,7 @@ def preprocess(clips: Sequence[ClipInfo], cache_dir: Path, progress: bool = True
                 log.debug("cached: %s", info.path)
             else:
                 _write_cache(info, target)
-        except (AudioUnavailable, av.FFmpegError, OSError, ValueError) as e:
+        except (AudioUnavailable, UsageError, av.FFmpegError, OSError, ValueError) as e:
             log.warning("skipping %s: %s", info.path, e)
             continue
         ready.append(target)
