@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import livemood
 from livemood.backends import cached_onnx, choose, open_runner, unavailable
-from livemood.backends.cache import ArtefactCache
+from livemood.backends.cache import ARTEFACT_DIR_VARIABLE, ArtefactCache
 from livemood.backends.export import PARITY_TOLERANCE, example_inputs, export_onnx, onnx_max_diff
 from livemood.backends.onnxruntime_runner import OrtRunner
 from livemood.backends.torch_runner import TorchRunner
@@ -119,6 +121,22 @@ def test_cache_checks_key_and_bytes(tmp_path: Path, caplog: pytest.LogCaptureFix
     (tmp_path / "engines" / "m.engine.json").write_text("{")
     assert cache.lookup("m.engine", key) is None
     assert not list(cache.folder.glob("*.tmp"))
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG layout is the Linux one")
+def test_artefacts_go_to_the_user_cache_folder(checkpoints: dict[str, Path], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ARTEFACT_DIR_VARIABLE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    onnx = cached_onnx(checkpoints["conditioned"], ArtefactCache())
+    assert onnx.parent == tmp_path / "xdg" / "livemood" and onnx.is_file()
+    package = Path(livemood.__file__).resolve().parents[1]
+    assert not onnx.resolve().is_relative_to(package), "nothing is written into the installed package"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert ArtefactCache().folder == tmp_path / "home" / ".cache" / "livemood"
+    monkeypatch.setenv(ARTEFACT_DIR_VARIABLE, str(tmp_path / "mine"))
+    assert ArtefactCache().folder == tmp_path / "mine", "LIVEMOOD_ENGINE_DIR still overrides"
 
 
 def test_onnx_export_is_cached_by_checkpoint_hash(checkpoints: dict[str, Path], exported: dict[str, Path]) -> None:

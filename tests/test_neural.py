@@ -15,7 +15,7 @@ from livemood.audio.feed import AudioFeed
 from livemood.audio.files import read_audio
 from livemood.audio.mel import Lookahead, mel_window, melspectrogram
 from livemood.backends import cached_onnx
-from livemood.backends.cache import ENGINE_DIR_VARIABLE, ArtefactCache
+from livemood.backends.cache import ARTEFACT_DIR_VARIABLE, ArtefactCache
 from livemood.backends.onnxruntime_runner import OrtRunner
 from livemood.cli import main
 from livemood.config import EMOTIONS, Controls
@@ -136,7 +136,7 @@ def test_bypass_sends_frames_untouched_and_switches_ramp(models: dict[str, Path]
 
 def test_file_run_keeps_every_frame_and_the_audio(models: dict[str, Path], media: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENGINE_DIR_VARIABLE, str(tmp_path / "engines"))
+    monkeypatch.setenv(ARTEFACT_DIR_VARIABLE, str(tmp_path / "engines"))
     clip = media / "talk_e.mp4"
     out = tmp_path / "out.mp4"
     code = main(["--source", str(clip), "--engine", "neural", "--weights", str(models["conditioned"]),

@@ -13,12 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-ENGINE_DIR_VARIABLE = "LIVEMOOD_ENGINE_DIR"  # overrides the default folder
-_PROJECT_ENGINES = Path(__file__).resolve().parents[2] / "engines"
+ARTEFACT_DIR_VARIABLE = "LIVEMOOD_ENGINE_DIR"  # a folder that overrides the user's cache folder
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 
 
@@ -30,11 +30,26 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def user_cache_folder() -> Path:
+    """Where artefacts go by default: `$LIVEMOOD_ENGINE_DIR` if set, else livemood's folder in the user's cache
+    (`$XDG_CACHE_HOME/livemood`, `~/.cache/livemood` without it; `~/Library/Caches/livemood` on macOS;
+    `%LOCALAPPDATA%\\livemood\\Cache` on Windows). Never inside the installed package, which may be read-only and
+    is replaced on upgrade."""
+    if override := os.environ.get(ARTEFACT_DIR_VARIABLE):
+        return Path(override)
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "livemood" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "livemood"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "livemood"
+
+
 class ArtefactCache:
-    """A folder of keyed artefacts; see the module docstring."""
+    """A folder of keyed artefacts (default: `user_cache_folder()`); see the module docstring."""
 
     def __init__(self, folder: Path | None = None) -> None:
-        self.folder = folder or Path(os.environ.get(ENGINE_DIR_VARIABLE, _PROJECT_ENGINES))
+        self.folder = folder or user_cache_folder()
 
     def path(self, name: str) -> Path:
         return self.folder / name
