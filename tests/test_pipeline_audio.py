@@ -82,3 +82,34 @@ def test_live_camera_and_microphone_hold_video_for_the_lookahead(pulse: Path, me
     assert sum(w is not None for w in recent) >= 27, "the held frames found their audio"
     assert any(w is not None and w.max() > -3.0 for w in recent), "speech, not silence, reached the engine"
     assert np.median(times.latencies) * 1e3 >= Lookahead.DELAY_VIDEO.added_latency_ms, "video waited for audio"
+
+
+def test_assemble_closes_what_it_opened_when_audio_is_unavailable(monkeypatch: pytest.MonkeyPatch,
+                                                                   media: Path, tmp_path: Path) -> None:
+    """`evaluate --weights` assembles pipelines in-process: a refused one must not leave an engine or tracker open."""
+    import livemood.live.pipeline
+    from livemood.config import OutputConfig, RunConfig, SourceConfig, UsageError
+    from livemood.face.tracker import FaceTracker
+    from livemood.live.pipeline import assemble
+
+    closed: list[str] = []
+
+    class FaceAndAudioSpy(AudioSpy):
+        needs_face = True
+
+        def close(self) -> None:
+            closed.append("engine")
+
+    class RecordingTracker(FaceTracker):
+        def close(self) -> None:
+            closed.append("tracker")
+            super().close()
+
+    monkeypatch.setattr(livemood.live.pipeline, "make_engine", lambda *args: FaceAndAudioSpy())
+    monkeypatch.setattr(livemood.live.pipeline, "FaceTracker", RecordingTracker)
+    silent = media / "mead" / "M030_front_neutral_level1_001.mp4"  # a clip without an audio track
+    config = RunConfig(SourceConfig.parse(str(silent)), OutputConfig(tmp_path / "x.mp4"))
+    with pytest.raises(UsageError, match="needs audio"):
+        assemble(config, StageTimes())
+    assert sorted(closed) == ["engine", "tracker"]
+    assert list(tmp_path.iterdir()) == [], "the file sink was aborted"

@@ -7,6 +7,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,6 +255,11 @@ def open_source(config: SourceConfig, times: StageTimes | None = None, endless: 
     return DemoSource(config.size, seconds=None if endless else DEMO_SECONDS, times=times)
 
 
+def _abort(sinks: list[Sink]) -> None:
+    for sink in reversed(sinks):
+        sink.abort()
+
+
 def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
              stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None) -> Pipeline:
     """Open the source first (a bad source creates nothing), then the engine and sinks.
@@ -262,10 +268,13 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
     `on_preview_key` gets the preview window's key codes.
     """
     to_camera = not config.bench and config.output.file is None
-    source = open_source(config.source, times, endless=to_camera, replay=config.bench)
-    sinks: list[Sink] = []
-    try:
+    with ExitStack() as opened:  # on any failure, everything opened so far is closed again (sinks: aborted)
+        source = open_source(config.source, times, endless=to_camera, replay=config.bench)
+        opened.callback(source.close)
         engine = make_engine(config.engine, config.weights, config.backend)
+        opened.callback(engine.close)
+        sinks: list[Sink] = []
+        opened.callback(_abort, sinks)  # the list as it is at the failure
         if config.bench:
             sinks.append(NullSink())
         elif config.output.file is not None:
@@ -282,22 +291,17 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
                 log.warning("%s\nShowing the preview window only.", e)
         if config.output.preview:
             sinks.append(PreviewSink(on_preview_key))
-    except BaseException:
-        for sink in sinks:
-            sink.abort()
-        source.close()
-        raise
-    paced = source.live or any(sink.live for sink in sinks)
-    tracker = FaceTracker() if engine.needs_face else None
-    try:
-        audio = open_audio_feed(source.live, source.audio_path, engine.needs_audio, config.audio.mic,
-                                config.audio.audio_out, Lookahead(config.audio.lookahead))
-    except AudioUnavailable as e:
-        source.close()
-        for sink in sinks:
-            sink.abort()
-        raise UsageError(f"the {engine.name} engine needs audio: {e}") from e
+        tracker = FaceTracker() if engine.needs_face else None
+        if tracker is not None:
+            opened.callback(tracker.close)
+        try:
+            audio = open_audio_feed(source.live, source.audio_path, engine.needs_audio, config.audio.mic,
+                                    config.audio.audio_out, Lookahead(config.audio.lookahead))
+        except AudioUnavailable as e:
+            raise UsageError(f"the {engine.name} engine needs audio: {e}") from e
+        opened.pop_all()  # all open: from here the pipeline closes them
     if audio is not None and audio.live and engine.needs_audio:
         log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
+    paced = source.live or any(sink.live for sink in sinks)
     return Pipeline(source, engine, sinks, controls or ControlState(config.controls), times, paced, status=paced,
                     tracker=tracker, audio=audio, tour_s=config.tour_s, stop=stop)
