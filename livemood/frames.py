@@ -23,6 +23,5 @@ class Frame:
     """
 
     image: np.ndarray
-    index: int
     t_capture: float
     time_s: float

@@ -44,7 +44,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def exported(checkpoints: dict[str, Path]) -> dict[str, Path]:
-    return {kind: cached_onnx(path, ArtefactCache(path.parent / "engines")) for kind, path in checkpoints.items()}
+    return {kind: cached_onnx(path, ArtefactCache(path.parent / "artefacts")) for kind, path in checkpoints.items()}
 
 
 @pytest.mark.parametrize("kind", ["conditioned", "plain"])
@@ -88,38 +88,38 @@ def test_gpu_backends_match_torch(checkpoints: dict[str, Path], tmp_path: Path, 
     why = unavailable(backend)
     if why is not None:
         pytest.skip(f"{backend} cannot run here: {why}")
-    cache = ArtefactCache(tmp_path / "engines")
+    cache = ArtefactCache(tmp_path / "artefacts")
     runner = open_runner(checkpoints["conditioned"], backend, cache)
     assert runner.device == "cuda"
     inputs = example_inputs(load_generator(checkpoints["conditioned"]), batch=2, seed=6)
     got = runner.run(inputs)
     runner.close()
     assert np.abs(got - reference(checkpoints["conditioned"], inputs)).max() <= GPU_TOLERANCE[backend]
-    if backend == "tensorrt":  # the second open takes the engine from the cache; a corrupt one is rebuilt
-        engines = sorted(cache.folder.glob("*.engine"))
-        assert len(engines) == 1
+    if backend == "tensorrt":  # the second open takes the plan from the cache; a corrupt one is rebuilt
+        plans = sorted(cache.folder.glob("*.plan"))
+        assert len(plans) == 1
         open_runner(checkpoints["conditioned"], backend, cache).close()
-        assert sorted(cache.folder.glob("*.engine")) == engines
-        engines[0].write_bytes(b"garbage")
+        assert sorted(cache.folder.glob("*.plan")) == plans
+        plans[0].write_bytes(b"garbage")
         rebuilt = open_runner(checkpoints["conditioned"], backend, cache)
         assert np.abs(rebuilt.run(inputs) - got).max() <= GPU_TOLERANCE[backend]
         rebuilt.close()
 
 
 def test_cache_checks_key_and_bytes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cache = ArtefactCache(tmp_path / "engines")
+    cache = ArtefactCache(tmp_path / "artefacts")
     key = {"onnx_sha256": "ab" * 32, "tensorrt": "10.3.0", "gpu": "NVIDIA H100", "compute_capability": "9.0"}
-    assert cache.lookup("m.engine", key) is None
-    path = cache.store("m.engine", key, b"engine bytes")
-    assert cache.lookup("m.engine", key) == path and path.read_bytes() == b"engine bytes"
+    assert cache.lookup("m.plan", key) is None
+    path = cache.store("m.plan", key, b"plan bytes")
+    assert cache.lookup("m.plan", key) == path and path.read_bytes() == b"plan bytes"
     caplog.set_level(logging.WARNING)
-    assert cache.lookup("m.engine", {**key, "tensorrt": "10.5.0"}) is None
+    assert cache.lookup("m.plan", {**key, "tensorrt": "10.5.0"}) is None
     assert "10.3.0" in caplog.text and "10.5.0" in caplog.text and "rebuilding" in caplog.text
     caplog.clear()
-    path.write_bytes(b"engine bytez")
-    assert cache.lookup("m.engine", key) is None and "corrupt" in caplog.text
-    (tmp_path / "engines" / "m.engine.json").write_text("{")
-    assert cache.lookup("m.engine", key) is None
+    path.write_bytes(b"plan bytez")
+    assert cache.lookup("m.plan", key) is None and "corrupt" in caplog.text
+    (tmp_path / "artefacts" / "m.plan.json").write_text("{")
+    assert cache.lookup("m.plan", key) is None
     assert not list(cache.folder.glob("*.tmp"))
 
 

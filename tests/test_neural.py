@@ -60,7 +60,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {"conditioned": folder / "cond.pth", "plain": folder / "plain.pth"}
     save_checkpoint(paths["conditioned"], randomised(EmotionWav2Lip(SLIM_WIDTH), seed=3))
     save_checkpoint(paths["plain"], randomised(Wav2Lip(SLIM_WIDTH), seed=4))
-    cache = ArtefactCache(folder / "engines")
+    cache = ArtefactCache(folder / "artefacts")
     return paths | {f"{k}.onnx": cached_onnx(v, cache) for k, v in list(paths.items())}
 
 
@@ -136,13 +136,13 @@ def test_bypass_sends_frames_untouched_and_switches_ramp(models: dict[str, Path]
 
 def test_file_run_keeps_every_frame_and_the_audio(models: dict[str, Path], media: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ARTEFACT_DIR_VARIABLE, str(tmp_path / "engines"))
+    monkeypatch.setenv(ARTEFACT_DIR_VARIABLE, str(tmp_path / "artefacts"))
     clip = media / "talk_e.mp4"
     out = tmp_path / "out.mp4"
     code = main(["--source", str(clip), "--engine", "neural", "--weights", str(models["conditioned"]),
                  "--backend", "onnxruntime-cpu", "--emotion", "sad", "--intensity", "0.7", "--output", str(out)])
     assert code == 0
-    assert sorted(p.suffix for p in (tmp_path / "engines").iterdir()) == [".json", ".onnx"]  # exported once
+    assert sorted(p.suffix for p in (tmp_path / "artefacts").iterdir()) == [".json", ".onnx"]  # exported once
     src, dst = read_frames(clip), read_frames(out)
     assert len(dst) == len(src) and dst[0].shape == src[0].shape
     assert audio_packets(out) == audio_packets(clip)

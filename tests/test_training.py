@@ -81,7 +81,7 @@ def test_checkpoint_runs_in_the_neural_engine_and_evaluates(data: dict[str, Path
                          batch=2, log_every=1)
     checkpoint = train(config)
     assert checkpoint is not None
-    monkeypatch.setenv("LIVEMOOD_ENGINE_DIR", str(tmp_path / "engines"))
+    monkeypatch.setenv("LIVEMOOD_ENGINE_DIR", str(tmp_path / "artefacts"))
     out = tmp_path / "eval.mp4"
     code = main(["evaluate", "--weights", str(checkpoint), "--source", str(media / "talk_d.mp4"), "--output",
                  str(out), "--emotion", "happy", "--syncnet", str(data["syncnet"]), "--json"])

@@ -56,7 +56,7 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = ArtefactCache(Path(tmp) / "engines")
+        cache = ArtefactCache(Path(tmp) / "artefacts")
         backends = [b for b in args.backends.split(",") if unavailable(b) is None]
         cases = [(w, b) for w in (1.0, SLIM_WIDTH) for b in backends]
         for width, backend in tqdm(cases, desc="cases", leave=False):

@@ -98,7 +98,7 @@ def choose(requested: str, onnx_only: bool = False) -> Choice:
             return Choice(requested + "-cpu", f"requested, no GPU: {why}")
         return Choice(requested, "requested")
     reasons = []
-    for backend, why_fast in (("tensorrt", "TensorRT fp16 engine, the fastest on NVIDIA GPUs"),
+    for backend, why_fast in (("tensorrt", "a TensorRT fp16 plan, the fastest on NVIDIA GPUs"),
                               ("onnxruntime", "ONNX Runtime on CUDA (TensorRT is unavailable)"),
                               ("torch", "torch on CUDA (TensorRT and ONNX Runtime CUDA are unavailable)")):
         if onnx_only and backend == "torch":

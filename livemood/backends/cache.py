@@ -1,4 +1,4 @@
-"""Compiled artefacts (exported ONNX models, TensorRT engines) cached on disk, keyed and checked.
+"""Compiled artefacts (exported ONNX models, TensorRT plans) cached on disk, keyed and checked.
 
 Each artefact is two files in the cache folder: `NAME.SUFFIX` (the bytes) and `NAME.SUFFIX.json` (its key: what it
 was built from and for, e.g. the ONNX hash, TensorRT version and GPU, plus the artefact's own sha256). An artefact is

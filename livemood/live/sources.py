@@ -62,7 +62,6 @@ class Source(ABC):
         return self._handoff.dropped
 
     def _run(self) -> None:
-        index = 0
         images = self._images()
         try:
             while not self._stop.is_set():
@@ -74,9 +73,8 @@ class Source(ABC):
                 t_capture = now()
                 if self._times is not None and self._stage is not None:
                     self._times.add(self._stage, t_capture - t0)
-                if not self._handoff.put(Frame(image, index, t_capture, time_s)):
+                if not self._handoff.put(Frame(image, t_capture, time_s)):
                     break
-                index += 1
         except Exception as e:
             self._handoff.close(e)
         else:
@@ -250,4 +248,4 @@ class ReplaySource(FileSource):
             raise Closed
         image, time_s = self._frames[self._next]
         self._next += 1
-        return Frame(image, self._next - 1, now(), time_s)
+        return Frame(image, now(), time_s)
