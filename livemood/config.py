@@ -29,6 +29,7 @@ DEFAULT_LOOKAHEAD = "delay-video"
 
 CAMERA_FALLBACK_FPS = 30.0  # frames per second that pace a camera which reports no usable rate
 MAX_FPS = 120.0
+MAX_EXPRESSIVENESS = 2.0
 
 
 class UsageError(Exception):
@@ -78,12 +79,16 @@ class Controls:
     emotion: str = "neutral"
     intensity: float = 0.0  # 0 = unchanged face, 1 = full expression
     bypass: bool = False  # True sends the camera image through untouched
+    expressiveness: float = 1.0  # scales the speaker's own expressions: 1 as they are, 0 neutral, 2 twice as large
 
     def __post_init__(self) -> None:
         if self.emotion not in EMOTIONS:
             raise UsageError(f"unknown emotion {self.emotion!r}; choose one of: {', '.join(EMOTIONS)}")
         if not 0.0 <= self.intensity <= 1.0:
             raise UsageError(f"intensity must be between 0 and 1, got {self.intensity:g}")
+        if not 0.0 <= self.expressiveness <= MAX_EXPRESSIVENESS:
+            raise UsageError(f"expressiveness must be between 0 and {MAX_EXPRESSIVENESS:g}, "
+                             f"got {self.expressiveness:g}")
 
 
 @dataclass(frozen=True)
