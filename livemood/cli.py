@@ -185,11 +185,14 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
                    help="the FER2013 expression classifier that scores the faces (default: %(default)s; the other "
                    "one checks a result against a classifier it was not tuned with)")
+    p.add_argument("--reference", type=Path,
+                   help="a real take of the same person and sentence with the target emotion: adds how far the "
+                   "output went compared with it (reach) and whether its landmarks moved the same way")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
     from livemood.evaluation.report import format_report
-    from livemood.evaluation.videos import evaluate_videos
+    from livemood.evaluation.videos import evaluate_videos, load_classifier
 
     if args.syncnet is not None and args.weights is None:
         raise UsageError("--syncnet scores a checkpoint: give --weights too")
@@ -198,9 +201,18 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
 
         render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
-    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=args.classifier)
+    if args.reference is not None and args.emotion is None:
+        raise UsageError("--reference compares with a real take of an emotion: give --emotion too")
+    classifier = load_classifier(args.classifier)
+    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=classifier)
     result: dict[str, object] = report.to_dict()
     text = format_report(report)
+    if args.reference is not None:
+        from livemood.evaluation.reference import compare_with_reference
+
+        reference = compare_with_reference(report, args.reference, classifier)
+        result["reference"] = reference.to_dict()
+        text += "\n" + reference.summary()
     if args.weights is not None:
         from livemood.evaluation.checkpoint import score_checkpoint_output
 

@@ -196,3 +196,26 @@ def test_bad_inputs_raise_usage_error(case: str, tmp_path: Path, clip_frames: li
         output = write_lossless(tmp_path / "small.mkv", [cv2.resize(f, (240, 240)) for f in clip_frames[:2]])
     with pytest.raises(UsageError):
         evaluate_videos(source, output, emotion, plot, progress=False, max_frames=max_frames, classifier=chosen)
+
+
+def test_reference_scores_the_real_take_as_reaching_itself(classifier: ExpressionClassifier) -> None:
+    """With the real take as the output, the landmark change is the real one exactly (cosine 1, magnitude 1); the
+    reach is the output's rise over the real take's (the output is scored where the input's face is, the real
+    take where its own face is, so a real take of another head position is not 1); an unedited copy reaches about
+    nothing."""
+    from livemood.evaluation.reference import compare_with_reference
+
+    mead = MEDIA / "mead"
+    neutral, happy = mead / "M030_front_neutral_level1_001.mp4", mead / "M030_front_happy_level3_001.mp4"
+    report = evaluate_videos(neutral, happy, "happy", None, progress=False, classifier=classifier)
+    real = compare_with_reference(report, happy, classifier)
+    assert real.direction_cosine == pytest.approx(1.0) and real.magnitude_ratio == pytest.approx(1.0)
+    assert all(c == pytest.approx(1.0) for c in real.region_cosines.values())
+    assert real.target_real_mean is not None and real.target_real_mean > 0.9, "the actor's smile reads as happy"
+    assert real.target_reach == pytest.approx((report.target_output_mean - report.target_source_mean)
+                                              / (real.target_real_mean - report.target_source_mean))
+    same = compare_with_reference(evaluate_videos(neutral, neutral, "happy", None, progress=False,
+                                                  classifier=classifier), happy, classifier)
+    assert same.target_reach is not None and abs(same.target_reach) < 0.05
+    assert same.magnitude_ratio is not None and same.magnitude_ratio < 0.05
+    assert "reach" in real.summary() and real.to_dict()["landmarks"]["direction_cosine"] == pytest.approx(1.0)

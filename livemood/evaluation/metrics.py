@@ -52,6 +52,21 @@ def sharpness(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
+def face_detail(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    """Variance of the Laplacian of a BGR frame's grey pixels inside the landmarks' convex hull, at the frame's
+    own resolution (so a face pasted back from a smaller working crop scores lower than the original)."""
+    hull = cv2.convexHull(np.asarray(landmarks, dtype=np.float32)[:, :2])[:, 0]
+    x0, y0 = np.maximum(np.floor(hull.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.ceil(hull.max(axis=0)).astype(int) + 2
+    grey = cv2.cvtColor(frame[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
+    if grey.size == 0:
+        return math.nan
+    mask = np.zeros(grey.shape, np.uint8)
+    cv2.fillConvexPoly(mask, np.round((hull - (x0, y0)) * 16).astype(np.int32), 255, lineType=cv2.LINE_8, shift=4)
+    lap = cv2.Laplacian(grey, cv2.CV_64F)[mask > 0]
+    return float(lap.var()) if lap.size else math.nan
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     """Pearson r, or None with too few points or a constant series (r undefined), unless the series are equal."""
     if len(a) < MIN_LIP_FRAMES:

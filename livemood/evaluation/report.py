@@ -62,6 +62,9 @@ class EvaluationReport:
     lip_mean_abs_diff: float | None  # face heights
     background_psnr_db: float  # from the mean squared error over all compared frames' background pixels
     background_psnr_min_db: float  # the worst single frame
+    face_detail_ratio: float | None  # output / input, Laplacian variance inside the input's face hull
+    mean_shape_source: np.ndarray | None = field(repr=False)  # (478, 2) mean landmarks in face units
+    mean_shape_output: np.ndarray | None = field(repr=False)
     series: FrameSeries = field(repr=False)
 
     @property
@@ -106,6 +109,7 @@ class EvaluationReport:
                          "mean_abs_diff": _num(self.lip_mean_abs_diff), "frames": self.lip_frames},
             "background_psnr_db": {"overall": _num(self.background_psnr_db),
                                    "worst_frame": _num(self.background_psnr_min_db)},
+            "face_detail_ratio": _num(self.face_detail_ratio),
         }
         if per_frame:
             out["per_frame"] = {name: [_num(v) for v in getattr(self.series, name)]
@@ -163,6 +167,7 @@ def format_report(report: EvaluationReport) -> str:
                  "face heights")
     lines.append(f"background PSNR: {_fmt(r.background_psnr_db, '.2f')} dB over all frames, worst frame "
                  f"{_fmt(r.background_psnr_min_db, '.2f')} dB (outside the face grown by {BACKGROUND_GROW:.0%})")
+    lines.append(f"face detail (output / input, Laplacian variance inside the face): {_fmt(r.face_detail_ratio)}")
     return "\n".join(lines)
 
 

@@ -31,17 +31,16 @@ import cv2
 import numpy as np
 
 from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, UsageError
-from livemood.evaluation.metrics import background_mask, lip_opening, pearson, psnr
+from livemood.evaluation.metrics import background_mask, face_detail, lip_opening, pearson, psnr
 from livemood.evaluation.report import EvaluationReport, FrameSeries, write_plot
+from livemood.face.align import to_face_units
 from livemood.face.tracker import FaceTracker, TrackerConfig
-from livemood.models.expression import CLASSES, TARGET_CLASS, VALENCE, ExpressionClassifier
+from livemood.models.expression import CLASSES, TARGET_CLASS, VALENCE_VECTOR, ExpressionClassifier
 from livemood.video import VideoReader
 
 log = logging.getLogger(__name__)
 
-VALENCE_VECTOR = np.array([VALENCE[c] for c in CLASSES])  # (7,) valence of each class, CLASSES order
 
-CLASSIFY_BATCH = 256  # face crops per classifier call
 
 
 def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, progress: bool
@@ -60,6 +59,14 @@ def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, pr
             yield a[0], round(a[1] * 1e3), b[0], round(b[1] * 1e3)
             done += 1
             bar.update(1)
+
+
+def load_classifier(name: str) -> ExpressionClassifier:
+    """The named classifier, or UsageError if it is unknown or its weights are missing."""
+    try:
+        return ExpressionClassifier(name=name)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from e
 
 
 def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path | None, progress: bool = True, *,
@@ -91,10 +98,7 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
             raise UsageError(f"frame sizes differ: source {src.size[0]}x{src.size[1]}, "
                              f"output {out.size[0]}x{out.size[1]}; evaluate compares the same pixels")
         if isinstance(classifier, str):
-            try:
-                classifier = ExpressionClassifier(name=classifier)
-            except (FileNotFoundError, ValueError) as e:
-                raise UsageError(str(e)) from e
+            classifier = load_classifier(classifier)
         report = _measure(src, out, source, output, emotion, max_frames, progress, classifier, tracker_config)
     finally:
         src.close()
@@ -119,6 +123,8 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     lips_out: list[float] = []
     psnr_db: list[float] = []
     sse_total, count_total = 0.0, 0
+    shapes_src, shapes_out = [], []  # (478, 2) face-unit landmarks of each video's own tracked face
+    detail = [0.0, 0.0]  # summed face detail (Laplacian variance in the input's face hull) of input and output
     with FaceTracker(tracker_config) as track_src, FaceTracker(tracker_config) as track_out:
         for i, (a, ms_a, b, ms_b) in enumerate(_frames(src, out, max_frames, progress)):
             face = track_src.track(a, ms_a)
@@ -127,6 +133,9 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
                 face_at.append(i)
                 crops_src.append(classifier.crop(a, face.landmarks))
                 crops_out.append(classifier.crop(b, face.landmarks))  # scored where the input's face is
+                shapes_src.append(to_face_units(face.landmarks))
+                detail[0] += face_detail(a, face.landmarks)
+                detail[1] += face_detail(b, face.landmarks)
                 mask = background_mask(face.landmarks, a.shape)
                 pixels = cv2.countNonZero(mask) * a.shape[2]
                 sse = cv2.norm(a, b, cv2.NORM_L2SQR, mask=mask)
@@ -138,11 +147,13 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
             psnr_db.append(psnr(sse, pixels))
             lips_src.append(lip_opening(face.landmarks) if face is not None else math.nan)
             lips_out.append(lip_opening(face_out.landmarks) if face_out is not None else math.nan)
+            if face_out is not None:
+                shapes_out.append(to_face_units(face_out.landmarks))
     n = len(psnr_db)
     source_frames, output_frames = src.count_rest(), out.count_rest()
 
-    probs_src = _classify(classifier, crops_src)  # (F, 7)
-    probs_out = _classify(classifier, crops_out)
+    probs_src = classifier.probabilities(crops_src)  # (F, 7)
+    probs_out = classifier.probabilities(crops_out)
     target = TARGET_CLASS[emotion] if emotion is not None else None
 
     def per_frame(values: np.ndarray) -> np.ndarray:
@@ -180,16 +191,10 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
         lip_mean_abs_diff=float(np.mean(np.abs(lip_a - lip_b))) if both.any() else None,
         background_psnr_db=psnr(sse_total, count_total),
         background_psnr_min_db=float(np.min(psnr_db)) if psnr_db else math.nan,
+        face_detail_ratio=detail[1] / detail[0] if detail[0] > 0 else None,
+        mean_shape_source=np.mean(shapes_src, axis=0) if shapes_src else None,
+        mean_shape_output=np.mean(shapes_out, axis=0) if shapes_out else None,
         series=series,
     )
-
-
-def _classify(classifier: ExpressionClassifier, crops: list[np.ndarray]) -> np.ndarray:
-    """(F, 7) probabilities for F crops, in batches."""
-    if not crops:
-        return np.zeros((0, len(CLASSES)))
-    stack = np.stack(crops)
-    return np.concatenate([classifier.probabilities(stack[i:i + CLASSIFY_BATCH]).astype(np.float64)
-                           for i in range(0, len(stack), CLASSIFY_BATCH)])
 
 

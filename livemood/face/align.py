@@ -99,6 +99,14 @@ def face_frame(face: Face | np.ndarray) -> FaceFrame:
     return FaceFrame(origin=origin, x_axis=x_axis, y_axis=y_axis, unit=max(unit, 1e-6))
 
 
+def to_face_units(landmarks: np.ndarray, frame: FaceFrame | None = None) -> np.ndarray:
+    """(N, 2) landmarks in the face's own upright frame, in face units: x across (image right), y down the face,
+    origin at the eye midpoint. Removes the head's position, size and roll, not its yaw or pitch."""
+    f = frame or face_frame(landmarks)
+    d = np.asarray(landmarks, dtype=np.float64)[:, :2] - f.origin
+    return np.stack([d @ f.x_axis, d @ f.y_axis], axis=1) / f.unit
+
+
 def _box_affine(centre: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, width_px: float, height_px: float,
                 size: tuple[int, int]) -> Affine:
     """Map the box (centre, axes, width x height pixels) onto a crop of size (w, h), edges onto edges."""

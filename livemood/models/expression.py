@@ -36,6 +36,8 @@ INPUT_SIZE = 48  # pixels, grey: the default classifier's input
 FACE_MARGIN = 0.1  # the square crop extends the landmarks' box by this fraction of its side on every edge
 # Valence of each class on a -1..1 scale (circumplex placements), for a scalar "how positive" proxy.
 VALENCE = {"angry": -0.6, "disgust": -0.7, "fear": -0.6, "happy": 0.9, "sad": -0.8, "surprise": 0.3, "neutral": 0.0}
+VALENCE_VECTOR = np.array([VALENCE[c] for c in CLASSES])  # (7,) in CLASSES order: probabilities @ it = valence
+BATCH = 256  # face crops per network call
 # Our emotion names → the classifier's classes (contempt has no FER2013 class; disgust is its nearest).
 TARGET_CLASS = {
     "neutral": "neutral",
@@ -260,10 +262,17 @@ class ExpressionClassifier:
         return face_crop(frame_bgr, landmarks, self.input_size)
 
     @torch.no_grad()
-    def probabilities(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S) uint8 grey → (N, 7) float probabilities (the network's scores normalised to sum to 1)."""
-        x = torch.from_numpy(crops.astype(np.float32) / 127.5 - 1.0)[:, None].to(self.device)
-        scores = self.net(x).cpu().numpy()
+    def probabilities(self, crops: np.ndarray | list[np.ndarray]) -> np.ndarray:
+        """(N, S, S) uint8 grey crops → (N, 7) float64 probabilities (the network's scores normalised to sum to 1),
+        computed in batches of BATCH."""
+        if len(crops) == 0:
+            return np.zeros((0, len(CLASSES)))
+        out = []
+        for i in range(0, len(crops), BATCH):
+            batch = np.asarray(crops[i:i + BATCH], dtype=np.float32)
+            x = torch.from_numpy(batch / 127.5 - 1.0)[:, None].to(self.device)
+            out.append(self.net(x).cpu().numpy().astype(np.float64))
+        scores = np.concatenate(out)
         return scores / np.maximum(scores.sum(axis=1, keepdims=True), 1e-8)
 
 

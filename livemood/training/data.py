@@ -43,6 +43,9 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv"})
 # MEAD's emotion folder names (and this project's own names) -> config.EMOTIONS
 _EMOTION_FOLDERS: dict[str, str] = {**{e: e for e in EMOTIONS}, "fear": "fearful"}
 _LEVEL_FOLDER = re.compile(r"level_(\d+)")
+# MEAD clips gathered in one folder, as other projects ship them: <person>_<view>_<emotion>_level<n>_<sentence>.mp4
+_MEAD_NAME = re.compile(r"(?P<person>[^_]+)_(?P<view>[a-z]+)_(?P<emotion>[a-z]+)_level_?(?P<level>\d+)"
+                        r"_(?P<sentence>\w+)")
 MEAD_VIEW = "front"  # the camera view kept from MEAD's multi-view recordings
 MEAD_MAX_LEVEL = 3  # MEAD's intensity levels run 1..3
 
@@ -67,7 +70,14 @@ def _parse(root: Path, path: Path) -> ClipInfo | None:
     k = len(folders) - 1  # index of the clip's own folder
     level_match = _LEVEL_FOLDER.fullmatch(folders[k]) if k >= 1 else None
     emotion = _EMOTION_FOLDERS.get(folders[k - 1].lower()) if level_match else None
-    if level_match is None or emotion is None:  # not MEAD: person = first folder (or the file itself)
+    if level_match is None or emotion is None:
+        named = _MEAD_NAME.fullmatch(path.stem)
+        if named and named["emotion"] in _EMOTION_FOLDERS:
+            if named["view"] != MEAD_VIEW:
+                return None
+            return ClipInfo(path, named["person"], _EMOTION_FOLDERS[named["emotion"]], int(named["level"]),
+                            named["sentence"])
+        # not MEAD: person = first folder (or the file itself)
         return ClipInfo(path, folders[0] if folders else path.stem, None, None, path.stem)
     # <person>/video/<view>/<emotion>/level_<n>/ (real MEAD) or <person>/<emotion>/level_<n>/
     if k >= 3 and folders[k - 3] == "video":
@@ -83,8 +93,9 @@ def _parse(root: Path, path: Path) -> ClipInfo | None:
 def scan(root: Path) -> list[ClipInfo]:
     """Every video (.mp4, .avi, .mov, .mkv) under `root`, sorted by path.
 
-    MEAD's layout `<person>/video/<view>/<emotion>/level_<n>/<clip>.mp4` (only view `front` kept) and the simple
-    `<person>/<emotion>/level_<n>/<clip>.mp4` give person, emotion (`fear` becomes `fearful`) and level; in any
+    MEAD's layout `<person>/video/<view>/<emotion>/level_<n>/<clip>.mp4` (only view `front` kept), the simple
+    `<person>/<emotion>/level_<n>/<clip>.mp4` and MEAD clips named `<person>_<view>_<emotion>_level<n>_<clip>.mp4`
+    give person, emotion (`fear` becomes `fearful`) and level; in any
     other layout the person is the first folder under `root` (or the file's stem) and emotion and level are None.
     """
     root = Path(root)
