@@ -8,6 +8,7 @@ Each cell runs the warp engine on the same frame for long enough that its 200 ms
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -37,7 +38,7 @@ def frames_until(path: Path, index: int) -> list[np.ndarray]:
 def cell(frame: np.ndarray, face: Face, emotion: str, intensity: float) -> np.ndarray:
     engine = WarpEngine()
     for i in range(SETTLE_FRAMES):
-        stamped = Face(face.landmarks, face.box, face.score, face.pose, 1.0, face.timestamp_ms + 40 * i)
+        stamped = replace(face, presence=1.0, timestamp_ms=face.timestamp_ms + 40 * i)
         out = engine.process(frame, stamped, None, Controls(emotion, intensity))
     x0, y0, x1, y1 = face.box
     side = 1.25 * max(x1 - x0, y1 - y0)

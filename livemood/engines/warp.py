@@ -1,221 +1,241 @@
-"""The "warp" engine: emotions as FACS action units, applied as a smooth dense warp of the aligned face crop.
+"""The "warp" engine: emotions as real actors' landmark moves, applied as a smooth, fold-free warp of the frame.
 
-Each action unit (AU) is a few handles: a point on the face mesh (mean of some landmarks), a displacement and a
-radius, all in face units (about the eye-to-eye distance) in the face's own upright frame, so an AU scales with the
-face and turns with the head. An emotion is a weighted sum of AUs (EMFACS). The handles' Gaussian displacement
-fields add up to one field on the crop, fading to zero at the face's edge; the crop is resampled through it and
-pasted back with the face module's detail-preserving blend. Lip sync stays the speaker's: no handle sits on the
-inner lips, so the mouth opening moves with the speaker, and only corners, cheeks, lids and brows are displaced.
+Per frame:
+
+1. Recipe. Each emotion is a move of every face-mesh landmark in face units (about the eye-to-eye distance) in
+   the face's own upright frame, measured on real actors (`recipes.json`, fitted by `tools/fit_recipes.py` from
+   paired neutral / emotion takes, with the head's pose and the jaw's opening taken out). The ramped emotion
+   weights (emotion x intensity) mix them; sideways moves shrink with the head's yaw.
+2. Lip sync. The mouth's opening stays the speaker's: the inner lips get the same vertical move column by column.
+   Surprised and fearful may open the jaw *in proportion to the speaker's own opening* (x `jaw` at intensity 1):
+   a closed mouth stays closed and the timing is the speaker's.
+3. Field. The landmark moves are spread into a dense velocity field on a coarse grid over the face (normalised
+   Gaussian splatting: each grid cell takes the weighted mean of nearby moves, fading to zero away from the
+   landmarks), pinned to zero on the face outline and the irises, masked to the face. The warp is the field's
+   exponential (scaling and squaring), a diffeomorphism at any strength: it never folds, so intensity can mean what
+   it says up to 1 and beyond, with no global scale-down.
+4. Warp at full resolution. The coarse backward map is carried into frame pixels and the frame itself is resampled
+   once, only inside the face's box: fine detail (stubble, lashes, catchlights) moves with the skin instead of
+   being replaced by an upsampled crop, and pixels where the field is zero are bit-identical.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
-from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from livemood.config import Controls
+from livemood.config import EMOTIONS, Controls
 from livemood.controls import Ramp
-from livemood.face.align import WARP_CROP_SIZE, crop_transform, face_frame, transform_points, warp_crop
-from livemood.face.blend import BlendConfig, face_mask, paste_back
+from livemood.face.align import Affine, crop_transform, face_frame, transform_points
+from livemood.face.blend import BlendConfig, face_mask
 from livemood.face.tracker import Face
 
 log = logging.getLogger(__name__)
 
-AU_GAIN = 1.5  # face units per unit of AU weight: intensity 1 gives a strong but natural expression
-FIELD_SIZE = 48  # the displacement field is computed on this grid over the crop, then enlarged (it is smooth)
-MIN_JACOBIAN = 0.35  # the backward map's Jacobian determinant stays above this: no folds, no extreme stretch
-# The field fades out over the face's outer rim: 0.12 of the crop's half side is about 0.27 face units. A wider
-# feather reaches the lip corners, cheeks and eyes and weakens them, most on the far side of a turned head.
-FIELD_MASK = BlendConfig(grow=0.02, feather=0.12)
-PASTE_MASK = BlendConfig(grow=0.03, feather=0.08)
-
-
-@dataclass(frozen=True)
-class Handle:
-    """Moves the neighbourhood of one point: on both sides of the face (mirrored) unless `one_side`.
-
-    `right`/`left` are landmark groups on the subject's right (image left for a frontal face) and left; their
-    mean is the handle's centre. `dx` is outwards (away from the midline), `dy` downwards, `sigma` the Gaussian
-    radius; all in face units.
-    """
-
-    right: tuple[int, ...]
-    left: tuple[int, ...]
-    dx: float
-    dy: float
-    sigma: float
-    one_side: bool = False  # True: the left side only (asymmetric AUs such as contempt's dimpler)
-
-
-# Landmark groups of the mediapipe face mesh (subject's right, subject's left).
-INNER_BROW = ((107, 55, 65), (336, 285, 295))
-MID_BROW = ((105, 52), (334, 282))
-OUTER_BROW = ((70, 46, 63), (300, 276, 293))
-UPPER_LID = ((159, 158, 160), (386, 385, 387))
-LOWER_LID = ((145, 153, 144), (374, 380, 373))
-CHEEK = ((205, 50), (425, 280))
-NOSE_WING = ((98, 129), (327, 358))
-LIP_CORNER = ((61, 146, 185), (291, 375, 409))
-# Just outside the lip corners, where the corner muscles meet: pulling here curves the lips less than pulling the
-# corner itself, so the re-tracked mouth opening stays closer to the speaker's.
-MODIOLUS = ((57, 212), (287, 432))
-UNDER_EYE = ((118, 119), (347, 348))  # the lower lid's cheek side, which a smile pushes up
+RECIPES_FILE = Path(__file__).with_name("recipes.json")
+GRID = 80  # cells per side of the coarse field over the face crop (the field is smooth)
+SPLAT_SIGMA = 0.09  # face units: the Gaussian radius each landmark's move spreads over
+# A landmark's own weight is 1 at its centre; w0 = this fraction of it is the "no move" vote every cell also gets,
+# so the field falls to zero where landmarks are sparse or absent instead of extrapolating their moves.
+EMPTY_WEIGHT = 0.05
+MOVE_GAIN = 1.5
+SHADE_GAIN = 0.25  # brightness change per unit of area change
+SHADE_RANGE = (0.9, 1.0)  # darkest and brightest factor
+SQUARINGS = 6  # the velocity is divided by 2^6 and the small map composed with itself 6 times
+NO_MOVE = 1e-3  # grid cells (about 1/1000 of the face): smaller moves are none, so those pixels stay bit-identical
+# The field is masked to the face hull grown by a little (so the outline's neighbourhood can move) and faded out
+# over its rim (fractions of the crop's half side; the crop spans about 4.5 face units).
+FIELD_MASK = BlendConfig(grow=0.02, feather=0.1)
+OUTLINE = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176,
+           149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)  # face-mesh face oval
+IRISES = tuple(range(468, 478))
+PINNED = np.array(OUTLINE + IRISES)  # never moved: the face keeps its outline, the eyes their gaze
+# Inner-lip landmarks facing each other across the mouth, from the right corner to the left one.
+UPPER_INNER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
+LOWER_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
 MOUTH_CORNERS = (61, 291)  # outer lip corners
-UPPER_LIP_TOP, LOWER_LIP_BOTTOM = 0, 17  # outer lip line at the midline
-MOUTH_LOCK_MARGIN = 0.15  # face units beyond the lips over which the lock fades out
-
-ACTION_UNITS: dict[str, tuple[Handle, ...]] = {
-    "AU1 inner brow raiser": (
-        Handle(*INNER_BROW, dx=0.0, dy=-0.2, sigma=0.26),
-        Handle(*OUTER_BROW, dx=0.0, dy=0.04, sigma=0.2),  # the oblique "sad brow": outer ends stay or drop
-    ),
-    "AU2 outer brow raiser": (
-        Handle(*OUTER_BROW, dx=0.0, dy=-0.24, sigma=0.28),
-        Handle(*MID_BROW, dx=0.0, dy=-0.14, sigma=0.24),
-    ),
-    "AU4 brow lowerer": (  # the corrugator pulls the brows down and together, bunching the skin between them
-        Handle(*INNER_BROW, dx=-0.1, dy=0.14, sigma=0.24),
-        Handle(*MID_BROW, dx=-0.08, dy=0.09, sigma=0.22),
-    ),
-    "AU5 upper lid raiser": (
-        Handle(*UPPER_LID, dx=0.0, dy=-0.085, sigma=0.1),
-        Handle(*LOWER_LID, dx=0.0, dy=0.025, sigma=0.08),
-    ),
-    "AU6 cheek raiser": (  # the Duchenne marker: cheeks up, lower lids pushed up, the brows' outer ends drawn down
-        Handle(*CHEEK, dx=0.03, dy=-0.13, sigma=0.3),
-        Handle(*UNDER_EYE, dx=0.0, dy=-0.06, sigma=0.14),
-        Handle(*LOWER_LID, dx=0.0, dy=-0.06, sigma=0.1),
-        Handle(*OUTER_BROW, dx=0.0, dy=0.04, sigma=0.2),
-    ),
-    "AU7 lid tightener": (
-        Handle(*LOWER_LID, dx=0.0, dy=-0.05, sigma=0.09),
-        Handle(*UPPER_LID, dx=0.0, dy=0.02, sigma=0.08),
-    ),
-    "AU9 nose wrinkler": (Handle(*NOSE_WING, dx=0.0, dy=-0.09, sigma=0.16),),
-    "AU12 lip corner puller": (Handle(*MODIOLUS, dx=0.22, dy=-0.2, sigma=0.26),),
-    "AU14 dimpler": (Handle(*LIP_CORNER, dx=0.04, dy=-0.04, sigma=0.16),),
-    "AU15 lip corner depressor": (Handle(*MODIOLUS, dx=0.0, dy=0.12, sigma=0.22),),
-    "AU20 lip stretcher": (Handle(*LIP_CORNER, dx=0.15, dy=0.03, sigma=0.24),),
-    "AU23 lip tightener": (Handle(*MODIOLUS, dx=-0.07, dy=0.0, sigma=0.2),),
-    "AU12 left lip corner puller": (Handle(*LIP_CORNER, dx=0.12, dy=-0.16, sigma=0.24, one_side=True),),
-    "AU14 left dimpler": (Handle(*LIP_CORNER, dx=0.05, dy=-0.04, sigma=0.15, one_side=True),),
-}
-AU_NAMES = tuple(ACTION_UNITS)
-
-# EMFACS prototypes, without the jaw drop (AU26/27) that would fight the speaker's own lip movements.
-EMOTION_AUS: dict[str, dict[str, float]] = {
-    "neutral": {},
-    "happy": {"AU6 cheek raiser": 1.0, "AU12 lip corner puller": 1.0},
-    "sad": {"AU1 inner brow raiser": 1.0, "AU4 brow lowerer": 0.5, "AU15 lip corner depressor": 1.0},
-    "angry": {"AU4 brow lowerer": 1.2, "AU5 upper lid raiser": 0.4, "AU7 lid tightener": 1.0,
-              "AU23 lip tightener": 1.0},
-    # Surprise's jaw drop stays the speaker's; narrowing the corners rounds the mouth without opening it.
-    "surprised": {"AU1 inner brow raiser": 1.0, "AU2 outer brow raiser": 1.0, "AU5 upper lid raiser": 1.0,
-                  "AU23 lip tightener": 0.8},
-    "fearful": {"AU1 inner brow raiser": 1.0, "AU2 outer brow raiser": 0.7, "AU4 brow lowerer": 0.6,
-                "AU5 upper lid raiser": 1.0, "AU20 lip stretcher": 1.0},
-    "disgusted": {"AU9 nose wrinkler": 1.0, "AU4 brow lowerer": 0.5, "AU15 lip corner depressor": 0.6},
-    "contempt": {"AU12 left lip corner puller": 1.0, "AU14 left dimpler": 1.0},
-}
+UPPER_LIP_TOP, LOWER_LIP_BOTTOM, CHIN = 0, 17, 152
+MOUTH_LOCK_MARGIN = 0.25  # face units beyond the lips over which the opening lock fades out
+JAW_WIDTH = 0.9  # face units: half-width of the part of the jaw that drops with the opening (the midline most)
+JAW_FADE = 0.6  # face units below the chin over which the drop fades out (into the neck)
+FREE = np.setdiff1d(np.arange(468), PINNED)  # landmarks that carry recipe moves
 
 
-MAX_AU_WEIGHT = max(w for recipe in EMOTION_AUS.values() for w in recipe.values())
+@functools.cache
+def recipes() -> tuple[np.ndarray, np.ndarray]:
+    """(E, 478, 2) landmark moves in face units at intensity 1 and (E,) jaw factors, in `config.EMOTIONS` order
+    (neutral: none)."""
+    data = json.loads(RECIPES_FILE.read_text())["recipes"]
+    moves = np.zeros((len(EMOTIONS), 478, 2))
+    jaws = np.ones(len(EMOTIONS))
+    for k, emotion in enumerate(EMOTIONS):
+        if emotion in data:
+            moves[k] = np.asarray(data[emotion]["move"], dtype=np.float64)
+            jaws[k] = float(data[emotion]["jaw"])
+    moves[:, PINNED] = 0.0
+    return moves, jaws
 
 
-def au_vector(controls: Controls) -> np.ndarray:
-    """The target AU weights for these controls: the emotion's recipe times its intensity, zero when bypassed."""
-    target = np.zeros(len(AU_NAMES))
+def emotion_weights(controls: Controls) -> np.ndarray:
+    """(E,) target weights: the chosen emotion at its intensity, zero when bypassed."""
+    target = np.zeros(len(EMOTIONS))
     if not controls.bypass:
-        for name, weight in EMOTION_AUS[controls.emotion].items():
-            target[AU_NAMES.index(name)] = weight * controls.intensity
+        target[EMOTIONS.index(controls.emotion)] = controls.intensity
     return target
 
 
-def _handle_table(landmarks: np.ndarray, weights: np.ndarray, unit: float, yaw_deg: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centres (K, 2), displacements (K, 2) and radii (K,) in crop pixels for the AUs with non-zero weight."""
-    centres, moves, sigmas = [], [], []
-    squash = math.cos(math.radians(yaw_deg))  # sideways moves foreshorten as the head turns
-    for weight, name in zip(weights, AU_NAMES, strict=True):
-        if abs(weight) < 1e-3:
-            continue
-        for h in ACTION_UNITS[name]:
-            sides = ((h.left, 1.0),) if h.one_side else ((h.right, -1.0), (h.left, 1.0))
-            for group, outward in sides:
-                centres.append(landmarks[list(group)].mean(axis=0))
-                gain = AU_GAIN * weight * unit
-                moves.append((gain * h.dx * outward * squash, gain * h.dy))
-                sigmas.append(unit * h.sigma)
-    return np.array(centres).reshape(-1, 2), np.array(moves).reshape(-1, 2), np.array(sigmas)
+def landmark_moves(weights: np.ndarray, yaw_deg: float) -> tuple[np.ndarray, float]:
+    """(478, 2) moves in face units for these emotion weights, and the jaw factor (1 = the speaker's opening)."""
+    moves, jaws = recipes()
+    move = MOVE_GAIN * np.tensordot(weights, moves, axes=1)
+    move[:, 0] *= math.cos(math.radians(yaw_deg))  # sideways moves foreshorten as the head turns
+    return move, 1.0 + float(weights @ (jaws - 1.0))
 
 
-def displacement_field(landmarks: np.ndarray, weights: np.ndarray, yaw_deg: float, size: int) -> np.ndarray:
-    """(size, size, 2) float32 forward displacement in crop pixels for landmarks (478, 2) in crop pixels.
-
-    Computed on a FIELD_SIZE grid, masked to the face, scaled down if it would fold, then enlarged.
-    """
-    unit = face_frame(landmarks).unit
-    centres, moves, sigmas = _handle_table(landmarks, weights, unit, yaw_deg)
-    step = size / FIELD_SIZE
-    grid = (np.arange(FIELD_SIZE) + 0.5) * step - 0.5  # crop pixel centres of the coarse cells
-    gx, gy = np.meshgrid(grid, grid)
-    field = np.zeros((FIELD_SIZE, FIELD_SIZE, 2))
-    for (cx, cy), move, sigma in zip(centres, moves, sigmas, strict=True):
-        g = np.exp(-((gx - cx) ** 2 + (gy - cy) ** 2) / (2.0 * sigma**2))
-        field += g[..., None] * move
-    field *= face_mask(landmarks / step, FIELD_SIZE, FIELD_MASK)[..., None]
-    _lock_mouth_opening(field, gx, gy, landmarks, unit)
-    # Backward map p - d(p): its Jacobian is I - ∇d; keep its determinant above MIN_JACOBIAN everywhere.
-    dxx, dxy = np.gradient(field[..., 0], step)[::-1]
-    dyx, dyy = np.gradient(field[..., 1], step)[::-1]
-    det = (1.0 - dxx) * (1.0 - dyy) - dxy * dyx
-    worst = float(det.min()) if det.size else 1.0
-    if worst < MIN_JACOBIAN:
-        # det is quadratic in a uniform scale s of the field; shrinking it by (1 - MIN) / (1 - worst) is enough
-        # for the linear part and leaves margin for the quadratic one.
-        field *= (1.0 - MIN_JACOBIAN) / (1.0 - worst)
-        log.debug("displacement field scaled by %.2f to stay fold-free", (1.0 - MIN_JACOBIAN) / (1.0 - worst))
-    return cv2.resize(field.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+def _lock_inner_lips(move: np.ndarray) -> None:
+    """Both inner lips of each column get their mean vertical move: the opening stays the speaker's. In place."""
+    up, low = list(UPPER_INNER), list(LOWER_INNER)
+    mean = 0.5 * (move[up, 1] + move[low, 1])
+    move[up, 1] = mean
+    move[low, 1] = mean
 
 
-def _lock_mouth_opening(field: np.ndarray, gx: np.ndarray, gy: np.ndarray, landmarks: np.ndarray, unit: float
-                        ) -> None:
-    """Give both lips the same vertical move, column by column, so the mouth opening stays the speaker's.
+def _splat(points: np.ndarray, values: np.ndarray, sigma: float) -> np.ndarray:
+    """(GRID, GRID, C + 1): Gaussian-blurred bilinear splats of values (N, C) at points (N, 2) in grid cells, with
+    the splatted weight as the last channel."""
+    acc = np.zeros((GRID, GRID, values.shape[1] + 1))
+    data = np.column_stack([values, np.ones(len(points))])
+    x0, y0 = np.floor(points[:, 0]).astype(int), np.floor(points[:, 1]).astype(int)
+    fx, fy = points[:, 0] - x0, points[:, 1] - y0
+    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xs, ys = x0 + dx, y0 + dy
+        ok = (xs >= 0) & (xs < GRID) & (ys >= 0) & (ys < GRID)
+        np.add.at(acc, (ys[ok], xs[ok]), data[ok] * w[ok, None])
+    # An unnormalised Gaussian (peak 1 for a single point), so the weights compare with EMPTY_WEIGHT.
+    blurred = cv2.GaussianBlur(acc.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    return blurred * np.float32(2 * math.pi * sigma**2)
 
-    Over the mouth (flat-topped weight, fading out MOUTH_LOCK_MARGIN face units beyond the lips) the field's
-    vertical component is replaced by its value on the line through the mouth's centre. In place, (G, G, 2).
-    """
+
+def velocity_field(landmarks: np.ndarray, move: np.ndarray, unit: float) -> np.ndarray:
+    """(GRID, GRID, 2) float32 velocity in grid cells from landmarks (478, 2) in grid cells and their moves in
+    face units (pinned landmarks move by zero)."""
+    points = np.concatenate([landmarks[FREE], landmarks[PINNED]])
+    values = np.concatenate([move[FREE], np.zeros((len(PINNED), 2))]) * unit
+    acc = _splat(points, values, SPLAT_SIGMA * unit)
+    field = acc[..., :2] / (acc[..., 2:] + EMPTY_WEIGHT)
+    field *= face_mask(landmarks, GRID, FIELD_MASK)[..., None]
+    _lock_mouth_band(field, landmarks, unit)
+    return field
+
+
+def _lock_mouth_band(field: np.ndarray, landmarks: np.ndarray, unit: float) -> None:
+    """Over the mouth (flat-topped weight, fading out MOUTH_LOCK_MARGIN beyond the lips) the vertical component
+    becomes its value on the line through the mouth's centre, column by column: the splatted field between the
+    lips then moves both lips alike. In place, (GRID, GRID, 2)."""
     left, right = landmarks[MOUTH_CORNERS[0]], landmarks[MOUTH_CORNERS[1]]
     top, bottom = landmarks[UPPER_LIP_TOP], landmarks[LOWER_LIP_BOTTOM]
-    cx, cy = 0.5 * (left[0] + right[0]), 0.5 * (top[1] + bottom[1])
+    cx, cy = 0.5 * (left[0] + right[0]), 0.5 * (landmarks[13][1] + landmarks[14][1])
     half_w = 0.5 * abs(right[0] - left[0]) + MOUTH_LOCK_MARGIN * unit
     half_h = 0.5 * abs(bottom[1] - top[1]) + MOUTH_LOCK_MARGIN * unit
+    gx, gy = _cells(GRID)
     weight = np.exp(-(((gx - cx) / half_w) ** 4) - ((gy - cy) / half_h) ** 4)
-    rows = gy[:, 0]
-    k = int(np.clip(np.searchsorted(rows, cy), 1, len(rows) - 1))
-    frac = (cy - rows[k - 1]) / (rows[k] - rows[k - 1])
-    centre_dy = (1.0 - frac) * field[k - 1, :, 1] + frac * field[k, :, 1]  # (G,) vertical move on the centre line
+    k = int(np.clip(math.floor(cy), 0, GRID - 2))
+    frac = float(np.clip(cy - k, 0.0, 1.0))
+    centre_dy = (1.0 - frac) * field[k, :, 1] + frac * field[k + 1, :, 1]  # (GRID,)
     field[..., 1] = (1.0 - weight) * field[..., 1] + weight * centre_dy[None, :]
 
 
 @functools.cache
-def _pixel_grid(w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    """(h, w) float32 x and y pixel coordinates, built once per crop size."""
-    return np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+def _cells(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, n) float32 x and y coordinates of a grid's cells."""
+    return np.meshgrid(np.arange(n, dtype=np.float32), np.arange(n, dtype=np.float32))
 
 
-def warp_by_field(crop: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """Resample the crop so that content at p moves to p + field(p) (backward map with one fixed-point step)."""
-    h, w = field.shape[:2]
-    xs, ys = _pixel_grid(w, h)
-    # The inverse of p → p + d(p) is q → q - d(q - d(q)) to second order for a smooth, small d.
-    first = cv2.remap(field, xs - field[..., 0], ys - field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.remap(crop, xs - first[..., 0], ys - first[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def _sample(field: np.ndarray, at_x: np.ndarray, at_y: np.ndarray) -> np.ndarray:
+    return cv2.remap(field, at_x, at_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def exponential_backward(velocity: np.ndarray) -> np.ndarray:
+    """(G, G, 2) backward displacement b of the warp exp(velocity): output cell q shows the input at q + b(q).
+
+    Scaling and squaring: the map x -> x - v(x) / 2^n is a diffeomorphism for any smooth v once n is large enough,
+    and composing it with itself n times gives exp(-v), the exact inverse of the forward flow exp(v). A composition
+    of diffeomorphisms cannot fold."""
+    gx, gy = _cells(velocity.shape[0])
+    b = (-velocity / float(1 << SQUARINGS)).astype(np.float32)
+    for _ in range(SQUARINGS):
+        b = b + _sample(b, gx + b[..., 0], gy + b[..., 1])
+    return b
+
+
+def jaw_backward(landmarks: np.ndarray, drop: float, unit: float) -> np.ndarray:
+    """(GRID, GRID, 2) backward displacement that lowers the lower lip and the chin by `drop` grid cells (most at
+    the midline, less towards the corners), stretching the gap between the lips and fading out into the neck."""
+    gx, gy = _cells(GRID)
+    upper = landmarks[list(UPPER_INNER), 1].mean()
+    lower = landmarks[list(LOWER_INNER), 1].mean() + drop  # where the lower lip lands
+    chin = landmarks[CHIN, 1] + drop
+    cx = 0.5 * (landmarks[MOUTH_CORNERS[0], 0] + landmarks[MOUTH_CORNERS[1], 0])
+    across = np.clip(1.0 - ((gx - cx) / (JAW_WIDTH * unit)) ** 2, 0.0, 1.0) ** 2  # zero beyond JAW_WIDTH
+    down = np.clip((gy - upper) / max(lower - upper, 1e-3), 0.0, 1.0)  # 0 above the gap, 1 from the lower lip
+    down *= np.clip(1.0 - (gy - chin) / (JAW_FADE * unit), 0.0, 1.0)  # fades below the chin
+    b = np.zeros((GRID, GRID, 2), np.float32)
+    b[..., 1] = -drop * across * down
+    return b
+
+
+def support_box(backward: np.ndarray, m: Affine, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) frame pixels covering every grid cell where the backward map moves anything (plus one
+    cell), clipped to the frame; None when it moves nothing."""
+    rows, cols = np.nonzero(np.abs(backward).max(axis=2) > 0)
+    if rows.size == 0:
+        return None
+    corners = np.array([[cols.min() - 1.5, rows.min() - 1.5], [cols.max() + 1.5, rows.min() - 1.5],
+                        [cols.min() - 1.5, rows.max() + 1.5], [cols.max() + 1.5, rows.max() + 1.5]])
+    back = transform_points(cv2.invertAffineTransform(np.asarray(m, dtype=np.float64)), corners)
+    h, w = frame_shape[:2]
+    x0, y0 = (max(0, math.floor(v)) for v in back.min(axis=0))
+    x1, y1 = (min(n, math.ceil(v) + 1) for v, n in zip(back.max(axis=0), (w, h), strict=True))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def compression_shade(backward: np.ndarray) -> np.ndarray:
+    """(G, G) float32 brightness factor: skin pushed together (more input area per output area, where folds form:
+    the nasolabial fold of a smile, the bunched brows of anger) darkens, stretched skin lightens a little; 1 where
+    nothing moves."""
+    (bxy, bxx), (byy, byx) = np.gradient(backward[..., 0]), np.gradient(backward[..., 1])
+    area = (1.0 + bxx) * (1.0 + byy) - bxy * byx  # input area per output area
+    shade = np.clip(1.0 - SHADE_GAIN * (area - 1.0), *SHADE_RANGE).astype(np.float32)
+    shade[np.abs(shade - 1.0) < NO_MOVE] = 1.0
+    return shade
+
+
+def warp_frame(frame: np.ndarray, backward: np.ndarray, m: Affine, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The frame resampled through a backward displacement (GRID, GRID, 2) given on the grid that affine `m` maps
+    frame pixels onto, shaded by `compression_shade`; only `box` is touched, the rest is the frame's own pixels (a
+    new array)."""
+    x0, y0, x1, y1 = box
+    m = np.asarray(m, dtype=np.float64)
+    a = m[:, :2]
+    to_grid = np.hstack([a, (m[:, 2] + a @ (x0, y0))[:, None]])  # box pixel -> grid cell
+    coarse = np.dstack([backward, compression_shade(backward) - 1.0])  # the shade as an offset: 0 outside
+    fine = cv2.warpAffine(coarse, to_grid, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT)
+    b_frame = fine[..., :2] @ np.linalg.inv(a).T.astype(np.float32)  # grid cells -> frame pixels, (h, w, 2)
+    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    # Bicubic: a moved pixel keeps more of its fine detail than bilinear gives; where b is zero both are exact.
+    warped = cv2.remap(frame, xs + b_frame[..., 0], ys + b_frame[..., 1], cv2.INTER_CUBIC,
+                       borderMode=cv2.BORDER_REPLICATE)
+    shade = fine[..., 2:] + 1.0
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.where(shade == 1.0, warped, np.clip(np.rint(warped * shade), 0, 255)).astype(np.uint8)
+    return out
 
 
 class WarpEngine:
@@ -225,25 +245,38 @@ class WarpEngine:
     needs_face = True
     needs_audio = False
 
-    def __init__(self, crop_size: int = WARP_CROP_SIZE) -> None:
-        self.crop_size = crop_size
-        # The largest AU weight in any recipe goes from 0 to full in RAMP_TIME_S: no switch ever pops.
-        self.ramp = Ramp(len(AU_NAMES), full_scale=MAX_AU_WEIGHT)
+    def __init__(self) -> None:
+        recipes()  # read once, at start: a broken install fails here, not mid-call
+        self.ramp = Ramp(len(EMOTIONS))  # an emotion's weight goes from 0 to 1 in RAMP_TIME_S
+
+    def backward_field(self, face: Face, weights: np.ndarray) -> tuple[np.ndarray, Affine]:
+        """The backward displacement (GRID, GRID, 2) for these emotion weights, and the frame -> grid affine."""
+        m = crop_transform(face, GRID)
+        landmarks = transform_points(m, face.landmarks)
+        unit = face_frame(landmarks).unit  # grid cells per face unit
+        move, jaw = landmark_moves(weights, face.pose.yaw)
+        _lock_inner_lips(move)
+        backward = exponential_backward(face.presence * velocity_field(landmarks, move, unit))
+        opening = float(np.linalg.norm(landmarks[13] - landmarks[14]))  # grid cells, the speaker's own
+        drop = face.presence * (jaw - 1.0) * opening
+        if drop > 0.01:
+            gx, gy = _cells(GRID)
+            jaw_b = jaw_backward(landmarks, drop, unit)
+            # Undo the expression, then the jaw: b(q) = b_expr(q) + b_jaw(q + b_expr(q)).
+            backward = backward + _sample(jaw_b, gx + backward[..., 0], gy + backward[..., 1])
+        backward[np.abs(backward) < NO_MOVE] = 0.0  # exactly still where it hardly moves: those pixels stay the frame's
+        return backward, m
 
     def process(self, frame: np.ndarray, face: Face | None, audio: np.ndarray | None, controls: Controls
                 ) -> np.ndarray:
         if face is None:
             return frame
-        weights = self.ramp.step(au_vector(controls), face.timestamp_ms)
+        weights = self.ramp.step(emotion_weights(controls), face.timestamp_ms)
         if np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
             return frame
-        m = crop_transform(face, self.crop_size)
-        crop = warp_crop(frame, m, self.crop_size)
-        landmarks = transform_points(m, face.landmarks)
-        field = displacement_field(landmarks, weights, face.pose.yaw, self.crop_size)
-        warped = warp_by_field(crop, field)
-        mask = face_mask(landmarks, self.crop_size, PASTE_MASK)
-        return paste_back(frame, warped, m, mask, presence=face.presence, source=crop, config=PASTE_MASK)
+        backward, m = self.backward_field(face, weights)
+        box = support_box(backward, m, frame.shape)
+        return frame if box is None else warp_frame(frame, backward, m, box)
 
     def close(self) -> None:
         pass

@@ -61,13 +61,16 @@ class HeadPose:
 class Face:
     """One tracked face in one frame.
 
-    `landmarks` is (478, 2) float32 in frame pixels (smoothed); `box` (x0, y0, x1, y1) is their extent. `score`
+    `landmarks` is (478, 2) float32 in frame pixels (smoothed); `depth` (478,) float32 their distance from the
+    camera as mediapipe estimates it, in pixels and unsmoothed (relative: larger is farther); `box` (x0, y0, x1, y1)
+    is the landmarks' extent. `score`
     is the face detector's confidence when the face was last (re)acquired (the legacy mesh exposes no
     per-frame score; a tracked face has passed `min_tracking_confidence`). `presence` in [0, 1] fades effects
     in and out when the face is found or lost; `timestamp_ms` is the frame's stamp.
     """
 
     landmarks: np.ndarray
+    depth: np.ndarray
     box: tuple[float, float, float, float]
     score: float
     pose: HeadPose
@@ -387,6 +390,7 @@ class FaceTracker:
         lo, hi = pts.min(axis=0), pts.max(axis=0)
         self._held = Face(
             landmarks=pts,
+            depth=raw[:, 2].astype(np.float32),
             box=(float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])),
             score=self._score,
             pose=HeadPose(float(yaw), float(pitch), float(roll)),
