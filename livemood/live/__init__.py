@@ -1,0 +1,1 @@
+"""The live path: sources, the pipeline, sinks and keys."""
