@@ -51,20 +51,26 @@
       button.addEventListener("click", () => { button.blur(); send({ emotion: name }); });
       group.appendChild(button);
     }
-    const show = (list) => list.map((k) => (k === " " ? "Space" : k)).join(" ");
+    // The shortcuts, from the same map: one <kbd> per key ('=' and '_' also work: the same keys without Shift).
     const numbers = Object.keys(keys.emotion_keys);
-    $("keys").innerHTML = "";
-    const parts = [
-      [`${numbers[0]}–${numbers[numbers.length - 1]}`, "emotion"],
-      [`${show(keys.up)} / ${show(keys.down)}`, "intensity ±0.1"],
-      [show(keys.bypass), "bypass"],
+    const rows = [
+      [[`${numbers[0]}–${numbers[numbers.length - 1]}`], "emotion"],
+      [[keys.up[0], keys.down[0]], "intensity ± 0.1"],
+      [keys.bypass.map((k) => (k === " " ? "Space" : k)), "bypass"],
     ];
-    for (const [k, what] of parts) {
-      const item = document.createElement("span");
-      const kbd = document.createElement("kbd");
-      kbd.textContent = k;
-      item.append(kbd, ` ${what}`);
-      $("keys").appendChild(item);
+    const list = $("keys");
+    list.replaceChildren();
+    for (const [labels, what] of rows) {
+      const item = document.createElement("li");
+      for (const label of labels) {
+        const kbd = document.createElement("kbd");
+        kbd.textContent = label;
+        item.append(kbd);
+      }
+      const text = document.createElement("span");
+      text.textContent = what;
+      item.append(text);
+      list.append(item);
     }
   }
 
@@ -110,8 +116,9 @@
     $("fps").textContent = state.fps ? state.fps.toFixed(1) : "–";
     const lat = state.latency_ms || {};
     $("latency").textContent = lat.p50 == null ? "–" : `${Math.round(lat.p50)} / ${Math.round(lat.p95)} ms`;
-    $("face").textContent = state.face ? "found" : "not found";
-    $("face").className = state.face ? "good" : "bad";
+    const reported = state.engine != null; // before the pipeline's first report there is nothing to say
+    $("face").textContent = reported ? (state.face ? "found" : "not found") : "–";
+    $("face").className = reported ? (state.face ? "good" : "bad") : "";
     $("engine").textContent = state.engine || "–";
   }
 
