@@ -249,6 +249,21 @@ def test_token_is_needed_by_header_query_or_cookie(server: ControlServer) -> Non
     assert call(server, "GET", "/", headers=with_cookie, token=False).status == 200  # a reload needs no token
 
 
+def test_a_given_token_works_by_every_route_and_is_checked(state: ControlState) -> None:
+    token = 'my;odd,"token"&=%/'
+    with ControlServer(state, port=0, token=token) as server:
+        assert server.url.endswith("/?token=my%3Bodd%2C%22token%22%26%3D%25%2F")  # a link that still works
+        page = call(server, "GET", server.url.split(str(server.port), 1)[1], token=False)
+        assert page.status == 200
+        with_cookie = {"Cookie": page.headers["Set-Cookie"].split(";")[0]}
+        assert call(server, "GET", "/api/state", headers=with_cookie, token=False).status == 200
+        assert call(server, "GET", f"/api/state?token={quote(token)}", token=False).status == 200
+        assert call(server, "GET", "/api/state").status == 200  # Bearer
+    for bad in ("", "two words", "tab\t", "ünïcode"):
+        with pytest.raises(UsageError, match="--control-token"):
+            ControlServer(state, port=0, token=bad)
+
+
 def test_other_origins_and_sites_are_refused(server: ControlServer, state: ControlState) -> None:
     port = server.port
     for origin in ("http://evil.example", f"http://evil.example:{port}", "null", f"https://127.0.0.1:{port}",
@@ -392,6 +407,23 @@ def test_websocket_sends_the_state_once_a_second_without_changes(server: Control
     assert (first["fps"], second["fps"], second["face"]) == (0.0, 29.5, True)
 
 
+def test_close_ends_open_websockets(state: ControlState) -> None:
+    server = ControlServer(state, port=0)
+    server.start()
+
+    async def run() -> aiohttp.WSMsgType:
+        async with aiohttp.ClientSession() as session, session.ws_connect(events_url(server),
+                                                                           headers=auth(server)) as ws:
+            await ws.receive_json(timeout=WAIT_S)
+            closing = asyncio.ensure_future(asyncio.to_thread(server.close))
+            message = await ws.receive(timeout=WAIT_S)
+            await closing
+            return message.type
+
+    assert asyncio.run(run()) in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert not server.running
+
+
 def test_websocket_needs_the_token_and_its_own_origin(server: ControlServer) -> None:
     async def status(headers: dict[str, str], origin: str | None = None) -> int:
         async with aiohttp.ClientSession() as session:
@@ -477,7 +509,7 @@ def test_preview_streams_scaled_jpegs_at_most_15_fps(server: ControlServer) -> N
     for frame in frames:
         server.publish(frame)
     time.sleep(0.2)
-    assert server.preview.encode_times_s() == []  # nobody watches: nothing is encoded
+    assert server.preview.take_encode_times_s() == []  # nobody watches: nothing is encoded
     with Publisher(server, frames):
         reader = MjpegReader(server)
         try:
@@ -503,14 +535,15 @@ def test_a_viewer_that_never_reads_slows_neither_publish_nor_other_viewers(serve
     stuck.sendall(f"GET /api/preview.mjpg HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
                   f"Authorization: Bearer {server.token}\r\n\r\n".encode())
     try:
+        t_start = time.monotonic()
         with Publisher(server, frames) as publisher:
             reader = MjpegReader(server)
             try:
                 got = [reader.frame()]
                 t0 = time.monotonic()
-                while time.monotonic() - t0 < 1.5:
+                while time.monotonic() - t0 < 1.0:
                     got.append(reader.frame())
-                elapsed = time.monotonic() - t0
+                elapsed = time.monotonic() - t_start
                 viewers = server.preview.viewers
             finally:
                 reader.close()
@@ -518,7 +551,7 @@ def test_a_viewer_that_never_reads_slows_neither_publish_nor_other_viewers(serve
         assert len(got) >= 2 and all(image.shape == (1138, 640, 3) for image in got)  # portrait: aspect kept
         assert publisher.published >= 30  # ~60 a second: the publisher never waited on the stuck viewer
         # One encode per frame for both viewers: two viewers encoding each their own would be twice this.
-        assert len(server.preview.encode_times_s()) <= PREVIEW_MAX_FPS * (elapsed + 0.2) + 2
+        assert len(server.preview.take_encode_times_s()) <= PREVIEW_MAX_FPS * elapsed + 2
         for i in range(500):  # a burst, as fast as the caller can: every call returns
             server.publish(frames[i % len(frames)].view())
         server.close()  # must end the stream stuck writing to a client that never reads

@@ -23,9 +23,10 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import quote
 
 import numpy as np
 from aiohttp import WSCloseCode, hdrs, web
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
+TOKEN_BYTES = 32  # of randomness in a fresh token (43 URL-safe characters)
 PORT_TRIES = 20  # with find_free_port: the asked port and the next 19
 EVENT_EVERY_S = 1.0  # the WebSocket also sends the state this often when nothing changes (fps, latency, face)
 START_TIMEOUT_S = 10.0  # for the server thread to be listening
@@ -131,9 +133,9 @@ class ControlServer:
         self._state = state
         self._host = host
         self._port = port
-        self._token = token if token is not None else secrets.token_urlsafe(32)
-        if not self._token:
-            raise UsageError("--control-token must not be empty")
+        self._token = token if token is not None else secrets.token_urlsafe(TOKEN_BYTES)
+        if not self._token or not all("!" <= c <= "~" for c in self._token):
+            raise UsageError("--control-token must be printable ASCII without spaces (and not empty)")
         self._find_free_port = find_free_port
         self._event_every_s = event_every_s
         self._files = {name: resources.files(__package__).joinpath("panel", name).read_bytes()
@@ -153,8 +155,8 @@ class ControlServer:
         # Touched only on the server thread, inside its loop:
         self._runner: web.AppRunner | None = None
         # The tasks serving open WebSockets and MJPEG streams, each with a future that is done when its stream ends
-        # (the task itself lives on while the connection is kept alive).
-        self._streams: dict[asyncio.Task, asyncio.Future[None]] = {}
+        # (the task itself lives on while the connection is kept alive) and whether it may close gracefully.
+        self._streams: dict[asyncio.Task, tuple[asyncio.Future[None], bool]] = {}
         self._encoder: asyncio.Task | None = None
         self._ws_wakers: set[asyncio.Event] = set()  # one per WebSocket, set when the state changed
         self._stopping = False
@@ -183,7 +185,7 @@ class ControlServer:
         self.preview.publish(image)
 
     def set_status(self, *, engine: str | None = None, face: bool | None = None, fps: float | None = None,
-                   latency_ms: dict[str, float] | None = None) -> None:
+                   latency_ms: Mapping[str, float] | None = None) -> None:
         """Update what the panel shows about the pipeline; arguments left as None keep their value.
 
         `latency_ms` is a mapping with "p50" and "p95" in milliseconds, e.g. `StageTimes.latency_ms()`.
@@ -215,7 +217,7 @@ class ControlServer:
                 return self.url
             sock = self._bind()
             self.port = sock.getsockname()[1]
-            self.url = f"http://{_url_host(self._host)}:{self.port}/?token={self._token}"
+            self.url = f"http://{_url_host(self._host)}:{self.port}/?token={quote(self._token, safe='-._~')}"
             self._loop = asyncio.new_event_loop()
             ready = threading.Event()
             failure: list[BaseException] = []
@@ -243,7 +245,7 @@ class ControlServer:
             unwatch()
         if thread is None:
             return
-        if thread.is_alive():
+        with contextlib.suppress(RuntimeError):  # the loop closed already: the thread is ending by itself
             self._loop.call_soon_threadsafe(self._loop.stop)
         if thread is not threading.current_thread():
             thread.join(JOIN_TIMEOUT_S)
@@ -332,23 +334,29 @@ class ControlServer:
         self._stopping = True
         self._wake_websockets()
         self.preview.stop()
-        ends = [*self._streams.values(), *([self._encoder] if self._encoder is not None else [])]
-        if ends:
-            await asyncio.wait(ends, timeout=CLOSE_TIMEOUT_S)
-        # What is left is stuck writing to a client that does not read: cancel it.
-        for task in [*self._streams, *([self._encoder] if self._encoder is not None else [])]:
+        # A preview has no goodbye to send and may be stuck writing to a client that does not read: cancel it now.
+        # A WebSocket gets CLOSE_TIMEOUT_S to close properly.
+        for task, (_, graceful) in self._streams.items():
+            if not graceful:
+                task.cancel()
+        ends = [ended for ended, _ in self._streams.values()]
+        if self._encoder is not None:
+            self._encoder.cancel()
+            ends.append(self._encoder)
+        await asyncio.wait(ends, timeout=CLOSE_TIMEOUT_S)
+        for task in self._streams:
             task.cancel()
         if self._streams:
-            await asyncio.wait(list(self._streams.values()), timeout=CLOSE_TIMEOUT_S)
+            await asyncio.wait([ended for ended, _ in self._streams.values()], timeout=CLOSE_TIMEOUT_S)
         if self._runner is not None:
             await self._runner.cleanup()
 
     @contextlib.contextmanager
-    def _stream(self) -> Iterator[None]:
-        """Mark the current handler as serving a stream, so that `_shutdown` ends it."""
+    def _stream(self, graceful: bool) -> Iterator[None]:
+        """Mark the current handler as serving a stream, so that `_shutdown` ends it (`graceful`: let it close)."""
         task = asyncio.current_task()
         ended = asyncio.get_running_loop().create_future()
-        self._streams[task] = ended
+        self._streams[task] = (ended, graceful)
         try:
             yield
         finally:
@@ -452,7 +460,7 @@ class ControlServer:
         return web.json_response(self.state_json())
 
     async def _events(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT_S)
+        ws = web.WebSocketResponse(timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_BODY_BYTES)  # timeout: for its close
         await ws.prepare(request)
         waker = asyncio.Event()
         self._ws_wakers.add(waker)
@@ -466,7 +474,7 @@ class ControlServer:
 
         reader = asyncio.ensure_future(read())
         try:
-            with self._stream():
+            with self._stream(graceful=True):
                 while not (self._stopping or reader.done() or ws.closed):
                     waker.clear()
                     await ws.send_json(self.state_json())
@@ -482,5 +490,5 @@ class ControlServer:
         return ws
 
     async def _preview(self, request: web.Request) -> web.StreamResponse:
-        with self._stream():
+        with self._stream(graceful=False):
             return await self.preview.stream(request)

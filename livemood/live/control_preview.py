@@ -23,14 +23,14 @@ log = logging.getLogger(__name__)
 PREVIEW_MAX_FPS = 15.0  # the stream never carries more frames than this per second
 PREVIEW_MAX_WIDTH = 640  # pixels; wider output is scaled down, keeping its aspect, before encoding
 PREVIEW_JPEG_QUALITY = 80  # cv2.IMWRITE_JPEG_QUALITY, 0..100
-ENCODE_SAMPLES = 256  # encode durations kept for benchmarks (the latest ones)
+ENCODE_SAMPLES = 1024  # encode durations kept for benchmarks: the latest ~68 s at 15 fps
 BOUNDARY = b"livemood-frame"  # multipart boundary
 
 
 class MjpegPreview:
     """Latest-only frame slot, one shared encoder, any number of MJPEG viewers.
 
-    `publish` and `encode_times_s` may be called from any thread; `start`, `stop` and `stream` run on the loop.
+    `publish` and `take_encode_times_s` may be called from any thread; `start`, `stop` and `stream` run on the loop.
     """
 
     def __init__(self, max_fps: float = PREVIEW_MAX_FPS, max_width: int = PREVIEW_MAX_WIDTH,
@@ -52,9 +52,13 @@ class MjpegPreview:
         """Offer a frame (BGR uint8, (H, W, 3)); the caller must not change it afterwards."""
         self._latest = image  # one reference store: atomic under the GIL, and all the pipeline ever pays
 
-    def encode_times_s(self) -> list[float]:
-        """The latest encode durations (scale + JPEG), in seconds, oldest first."""
-        return list(self._encode_times)
+    def take_encode_times_s(self) -> list[float]:
+        """The encode durations (scale + JPEG) since the last call, in seconds, oldest first (at most the latest
+        ENCODE_SAMPLES)."""
+        taken = []
+        while self._encode_times:  # only this caller pops, so the deque cannot empty under it
+            taken.append(self._encode_times.popleft())
+        return taken
 
     @property
     def viewers(self) -> int:
