@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import ipaddress
 import logging
 import os
 import secrets
@@ -29,26 +27,29 @@ from importlib import resources
 from urllib.parse import quote
 
 import numpy as np
-from aiohttp import WSCloseCode, hdrs, web
+from aiohttp import WSCloseCode, web
 
 from livemood.config import EMOTIONS, UsageError
 from livemood.controls import ControlState
 from livemood.hotkeys import BYPASS_KEYS, DOWN_KEYS, EMOTION_BY_KEY, UP_KEYS, apply_key
 from livemood.live.control_checks import (
+    DEFAULT_HOST,
     MAX_BODY_BYTES,
-    ApiError,
+    RequestGuard,
     check_changes,
     error_response,
-    host_port_allowed,
+    is_loopback,
+    json_errors,
+    parse_control_address,
     read_json,
-    split_host_port,
     state_fields,
 )
 from livemood.live.control_preview import MjpegPreview
 
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ControlServer", "PipelineStatus", "parse_control_address"]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 TOKEN_BYTES = 32  # of randomness in a fresh token (43 URL-safe characters)
 PORT_TRIES = 20  # with find_free_port: the asked port and the next 19
@@ -86,25 +87,6 @@ class PipelineStatus:
     fps: float = 0.0  # output frames per second
     latency_p50_ms: float | None = None  # capture to output, None before the first report
     latency_p95_ms: float | None = None
-
-
-def parse_control_address(text: str) -> tuple[str, int]:
-    """`PORT`, `HOST:PORT` or `[IPV6]:PORT` (the CLI's `--control`) as (host, port); UsageError for other text."""
-    usage = f"--control takes [HOST:]PORT, e.g. 8765 or 0.0.0.0:8765; got {text!r}"
-    try:
-        host, port_text = (DEFAULT_HOST, text) if text.isdigit() else split_host_port(text)
-    except ValueError:
-        raise UsageError(usage) from None
-    if not host or not port_text.isdigit() or any(c.isspace() or c in "/?#@" for c in host):
-        raise UsageError(usage)
-    port = int(port_text)
-    if port > 65535:
-        raise UsageError(f"--control port must be 0..65535 (0 = any free port); got {port}")
-    return host, port
-
-
-def _is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address.split("%")[0]).is_loopback
 
 
 def _url_host(host: str) -> str:
@@ -148,8 +130,7 @@ class ControlServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unwatch = None
         self._closed = False
-        self._address = host  # the bound IP address, once started
-        self._loopback = True
+        self._guard = RequestGuard(self._token, host, host, port, loopback=True)  # replaced once bound
         self.port = port  # the bound port once started
         self.url = ""  # http://HOST:PORT/?token=TOKEN once started
         # Touched only on the server thread, inside its loop:
@@ -216,7 +197,8 @@ class ControlServer:
             if self._thread is not None:
                 return self.url
             sock = self._bind()
-            self.port = sock.getsockname()[1]
+            address, self.port = sock.getsockname()[:2]
+            self._guard = RequestGuard(self._token, self._host, address, self.port, is_loopback(address))
             self.url = f"http://{_url_host(self._host)}:{self.port}/?token={quote(self._token, safe='-._~')}"
             self._loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -230,7 +212,7 @@ class ControlServer:
                 raise RuntimeError("the control panel's server did not start") from (failure[0] if failure else None)
             self._unwatch = self._state.watch(self._on_change)
         log.info("control panel: %s", self.url)
-        if not self._loopback:
+        if not self._guard.loopback:
             log.warning("control panel: listening on %s, reachable from the network over plain HTTP by anyone "
                         "who has the token", self._host)
         return self.url
@@ -266,8 +248,6 @@ class ControlServer:
         except socket.gaierror as e:
             raise UsageError(f"control panel: cannot resolve {self._host!r}: {e.strerror}") from e
         family, _, _, _, address = min(infos, key=lambda info: info[0] != socket.AF_INET)  # IPv4 first (localhost)
-        self._address = address[0]
-        self._loopback = _is_loopback(self._address)
         tries = PORT_TRIES if self._find_free_port and self._port != 0 else 1
         error: OSError | None = None
         for port in range(self._port, min(self._port + tries, 65536)):
@@ -275,7 +255,7 @@ class ControlServer:
             try:
                 if os.name == "posix":  # rebind through TIME_WAIT; on Windows this would let two servers share
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((self._address, port, *address[2:]))
+                sock.bind((address[0], port, *address[2:]))
                 sock.listen(128)
                 sock.setblocking(False)
                 return sock
@@ -316,7 +296,7 @@ class ControlServer:
             loop.close()
 
     async def _serve(self, sock: socket.socket) -> None:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._errors, self._guard])
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, self._guarded])
         for path in PANEL_FILES:
             app.router.add_get(path, self._file, allow_head=False)
         app.router.add_get("/api/state", self._get_state, allow_head=False)
@@ -367,70 +347,21 @@ class ControlServer:
         for waker in self._ws_wakers:
             waker.set()
 
-    def _authorised(self, request: web.Request) -> bool:
-        scheme, _, bearer = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-        presented = (bearer.strip() if scheme.lower() == "bearer" else "", request.query.get("token", ""),
-                     request.cookies.get(self._cookie, ""))
-        expected = self._token.encode()
-        # surrogateescape: a header's stray non-UTF-8 bytes are compared (and fail), never an error.
-        return any(hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected)
-                   for token in presented if token)
-
-    @property
-    def _cookie(self) -> str:
-        # Cookies ignore ports: name it by port, so two livemood runs on one machine keep their own.
-        return f"livemood_token_{self.port}"
-
     @web.middleware
-    async def _errors(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        """Every error is a short JSON body (or the page's own); a failure logs once and never shows a traceback."""
-        try:
-            return await handler(request)
-        except ApiError as e:
-            return error_response(e.status, str(e))
-        except web.HTTPException as e:  # aiohttp's own: 404, 405, ...
-            if e.status < 400:
-                raise
-            return error_response(e.status, e.reason.lower())
-        except (asyncio.CancelledError, ConnectionError):
-            raise
-        except Exception:
-            log.exception("control panel: %s %s failed", request.method, request.path)
-            return error_response(500, "internal error")
-
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
-        host = request.headers.get(hdrs.HOST, "")
-        if not host_port_allowed(host, self._host, self._address, self.port, self._loopback):
-            return error_response(403, f"host {host!r} is not this control panel (DNS rebinding?)")
-        origin = request.headers.get(hdrs.ORIGIN)
-        if origin is not None and not self._origin_allowed(origin, host):
-            return error_response(403, f"requests from {origin!r} are refused (cross-origin)")
-        # Browsers say when a request comes from another site; another port of localhost is the "same site".
-        if request.path != "/" and request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
-            return error_response(403, "requests from other sites are refused")
-        if request.path.startswith("/api/") and not self._authorised(request):
-            return error_response(401, "a valid token is needed: open the link livemood printed",
-                                  {hdrs.WWW_AUTHENTICATE: "Bearer"})
-        return await handler(request)
-
-    def _origin_allowed(self, origin: str, host: str) -> bool:
-        if origin.lower() == f"http://{host.lower()}":  # the page this request's browser tab shows is ours
-            return True
-        scheme, _, netloc = origin.partition("://")
-        return (self._loopback and scheme.lower() == "http"
-                and host_port_allowed(netloc, self._host, self._address, self.port, self._loopback))
+    async def _guarded(self, request: web.Request, handler: web.Handler) -> web.StreamResponse:
+        refusal = self._guard.refusal(request)
+        return refusal if refusal is not None else await handler(request)
 
     async def _file(self, request: web.Request) -> web.Response:
         name, content_type = PANEL_FILES[request.path]
         if name != "index.html":
             return web.Response(body=self._files[name], content_type=content_type, charset="utf-8",
                                 headers={"Cache-Control": "no-cache"})
-        if not self._authorised(request):
+        if not self._guard.authorised(request):
             return web.Response(status=401, text=UNAUTHORISED_PAGE, content_type=content_type, headers=PAGE_HEADERS)
         response = web.Response(body=self._files[name], content_type=content_type, charset="utf-8",
                                 headers=PAGE_HEADERS)
-        response.set_cookie(self._cookie, self._token, httponly=True, samesite="Strict", path="/")
+        response.set_cookie(self._guard.cookie, self._token, httponly=True, samesite="Strict", path="/")
         return response
 
     async def _get_state(self, request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
 """The control API's checks at the boundary: which `Controls` fields it takes and of what type, JSON bodies, and
-whether a Host header names this server.
+who may talk to the server at all (Host, Origin, Sec-Fetch-Site, the token).
 
 Fields come from `dataclasses.fields(Controls)`, so a field added there (e.g. expressiveness) is read and written
 by the API, and shown by the panel, without a change here. The values themselves are checked by `Controls`.
@@ -7,20 +7,24 @@ by the API, and shown by the panel, without a change here. The values themselves
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import hmac
 import ipaddress
 import json
 import logging
 import math
 import typing
+from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from livemood.config import Controls, UsageError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_HOST = "127.0.0.1"  # the control panel listens on loopback unless told otherwise
 MAX_BODY_BYTES = 4096  # a request body over this is refused with 413 (a full state is ~100 bytes)
 SHOWN_CHARS = 40  # of a refused value, quoted in the error
 FIELD_KINDS = (str, float, bool, int)  # the field types the API can check; other fields are left out of it
@@ -36,6 +40,24 @@ class ApiError(Exception):
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every error is a short JSON body (or the page's own); a failure logs once and never shows a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return error_response(e.status, str(e))
+    except web.HTTPException as e:  # aiohttp's own: 404, 405, ...
+        if e.status < 400:
+            raise
+        return error_response(e.status, e.reason.lower())
+    except (asyncio.CancelledError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("control panel: %s %s failed", request.method, request.path)
+        return error_response(500, "internal error")
 
 
 @functools.cache
@@ -117,6 +139,21 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number JSON knows")  # NaN, Infinity: Python reads them, JSON does not
 
 
+def parse_control_address(text: str) -> tuple[str, int]:
+    """`PORT`, `HOST:PORT` or `[IPV6]:PORT` (the CLI's `--control`) as (host, port); UsageError for other text."""
+    usage = f"--control takes [HOST:]PORT, e.g. 8765 or 0.0.0.0:8765; got {text!r}"
+    try:
+        host, port_text = (DEFAULT_HOST, text) if text.isdigit() else split_host_port(text)
+    except ValueError:
+        raise UsageError(usage) from None
+    if not host or not port_text.isdigit() or any(c.isspace() or c in "/?#@" for c in host):
+        raise UsageError(usage)
+    port = int(port_text)
+    if port > 65535:
+        raise UsageError(f"--control port must be 0..65535 (0 = any free port); got {port}")
+    return host, port
+
+
 def split_host_port(text: str) -> tuple[str, str]:
     """`HOST:PORT`, `[IPV6]:PORT` or `HOST` as (host, port text), the port '' when absent; ValueError if malformed."""
     if text.startswith("["):
@@ -129,6 +166,11 @@ def split_host_port(text: str) -> tuple[str, str]:
         raise ValueError(f"an IPv6 address goes in brackets: {text!r}")
     host, _, port = text.partition(":")
     return host, port
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an IP address (as a socket reports it, an IPv6 one perhaps with %scope) is a loopback one."""
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
 
 
 def _is_wildcard(address: str) -> bool:
@@ -158,3 +200,56 @@ def host_port_allowed(text: str, host: str, address: str, port: int, loopback: b
     except ValueError:
         return False
     return ip.is_loopback if loopback else _is_wildcard(address)
+
+
+@dataclass(frozen=True)
+class RequestGuard:
+    """Who may talk to one running server: requests naming it in their Host header, from its own origin if they
+    say where they come from, and (for /api/) carrying the token. `refusal` answers everyone else."""
+
+    token: str
+    host: str  # as asked, e.g. "localhost" or "0.0.0.0"
+    address: str  # as bound, e.g. "127.0.0.1"
+    port: int
+    loopback: bool
+
+    @property
+    def cookie(self) -> str:
+        # Cookies ignore ports: named by port, two livemood runs on one machine keep their own.
+        return f"livemood_token_{self.port}"
+
+    def authorised(self, request: web.Request) -> bool:
+        """Whether the request carries the token: Bearer header, `token` query parameter or the cookie."""
+        scheme, _, bearer = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        presented = (bearer.strip() if scheme.lower() == "bearer" else "", request.query.get("token", ""),
+                     request.cookies.get(self.cookie, ""))
+        expected = self.token.encode()
+        # surrogateescape: a header's stray non-UTF-8 bytes are compared (and fail), never an error.
+        return any(hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected)
+                   for token in presented if token)
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        """The 403 or 401 answer for a request that may not go on, or None."""
+        host = request.headers.get(hdrs.HOST, "")
+        if not self._names_us(host):
+            return error_response(403, f"host {host!r} is not this control panel (DNS rebinding?)")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if origin is not None and not self._own_origin(origin, host):
+            return error_response(403, f"requests from {origin!r} are refused (cross-origin)")
+        # Browsers say when a request comes from another site; another port of localhost is the "same site".
+        # The page itself may be opened from a link anywhere: without the token it shows nothing.
+        if request.path != "/" and request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            return error_response(403, "requests from other sites are refused")
+        if request.path.startswith("/api/") and not self.authorised(request):
+            return error_response(401, "a valid token is needed: open the link livemood printed",
+                                  {hdrs.WWW_AUTHENTICATE: "Bearer"})
+        return None
+
+    def _names_us(self, text: str) -> bool:
+        return host_port_allowed(text, self.host, self.address, self.port, self.loopback)
+
+    def _own_origin(self, origin: str, host: str) -> bool:
+        if origin.lower() == f"http://{host.lower()}":  # the page in the browser tab that sent this is ours
+            return True
+        scheme, _, netloc = origin.partition("://")
+        return self.loopback and scheme.lower() == "http" and self._names_us(netloc)
