@@ -38,7 +38,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--hide-scrollbars")
-WINDOW = (1280, 840)  # pixels, the browser window; headless Chromium shows a ~1280x700 page in it
+WINDOW = (1280, 880)  # pixels, the browser window; headless Chromium shows a ~1280x740 page in it
 WAIT_S = 15.0  # a guard against hanging if the page is broken, never a timing check
 FPS = 30.0  # the test's stand-in for the pipeline publishes at this rate
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "control_panel.png"
