@@ -15,11 +15,13 @@ log = logging.getLogger(__name__)
 
 
 class ControlState:
-    """Holds the current `Controls`; every change is validated and logged on one line."""
+    """Holds the current `Controls`; every change is validated, logged on one line and told to the watchers."""
 
     def __init__(self, initial: Controls) -> None:
         self._lock = threading.Lock()
         self._controls = initial
+        # Replaced, never mutated, so update() can call them after releasing the lock.
+        self._watchers: tuple[Callable[[Controls], None], ...] = ()
 
     def get(self) -> Controls:
         with self._lock:
@@ -35,9 +37,36 @@ class ControlState:
         with self._lock:
             self._controls = dataclasses.replace(self._controls, **change(self._controls))
             controls = self._controls
+            watchers = self._watchers
         log.info("emotion %s, intensity %.1f%s", controls.emotion, controls.intensity,
                  " (bypass)" if controls.bypass else "")
+        for callback in watchers:
+            # A broken watcher (e.g. the control panel) must not take a hotkey's change back or stop the others.
+            try:
+                callback(controls)
+            except Exception:
+                log.exception("a controls watcher failed")
         return controls
+
+    def watch(self, callback: Callable[[Controls], None]) -> Callable[[], None]:
+        """Call `callback(controls)` after every update; returns a function that stops it (safe to call twice).
+
+        The callback runs on the updating thread, outside the lock, so it may call `get` but should return quickly.
+        Two threads updating at once may report in either order: a watcher that needs the latest value reads `get`.
+        """
+        with self._lock:
+            self._watchers = (*self._watchers, callback)
+
+        def unwatch() -> None:
+            with self._lock:
+                kept = list(self._watchers)
+                for i, known in enumerate(kept):
+                    if known is callback:
+                        del kept[i]
+                        break
+                self._watchers = tuple(kept)
+
+        return unwatch
 
 
 RAMP_TIME_S = 0.2  # switching emotion, intensity or bypass takes at most this long
