@@ -6,15 +6,16 @@ The CLI only turns arguments into the config dataclasses; everything else happen
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from livemood.config import (
     BACKENDS,
@@ -33,6 +34,12 @@ from livemood.config import (
     SourceConfig,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from livemood.controls import ControlState
+    from livemood.live.control import ControlServer
+    from livemood.live.pipeline import RunStatus
+    from livemood.live.sinks import Sink
 
 log = logging.getLogger("livemood")
 
@@ -104,6 +111,11 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
     p.add_argument("--audio-out", metavar="DEVICE",
                    help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
+    p.add_argument("--control", metavar="[HOST:]PORT",
+                   help="serve the control panel and remote-control API here (camera runs: on by default at "
+                   "127.0.0.1:8765 or the next free port; files: only when asked)")
+    p.add_argument("--no-control", action="store_true", help="no control panel")
+    p.add_argument("--control-token", help="a fixed token for scripts (default: a fresh random one each run)")
     p.add_argument("--lookahead", choices=LOOKAHEADS, default=DEFAULT_LOOKAHEAD,
                    help="live audio engines: hold video for the audio window (lip sync) or shift the window into "
                    "the past (no delay) (default: %(default)s)")
@@ -116,13 +128,51 @@ def cmd_run(argv: Sequence[str]) -> int:
 
     config = _run_config(args, bench=False)
     controls, stop = ControlState(config.controls), threading.Event()
-    pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set))
-    with TerminalKeys(controls, stop.set), GlobalKeys(controls, stop.set):
+    server = _control_server(args, config.source.live, controls)
+    watchers, on_status = _panel_wiring(server)
+    pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set),
+                        watchers=watchers, on_status=on_status)
+    with contextlib.ExitStack() as running:
+        if server is not None:
+            try:
+                server.start()  # after assemble: a bad source is still the only line the user sees
+            except BaseException:
+                pipeline.abort()
+                raise
+            running.callback(server.close)
+            server.set_status(engine=pipeline.engine.name)
+        running.enter_context(TerminalKeys(controls, stop.set))
+        running.enter_context(GlobalKeys(controls, stop.set))
         result = pipeline.run()
     log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
     if result.interrupted and config.output.file is not None and not pipeline.source.live:
         log.info("stopped before the end of %s: no output file was written", config.source.location)
     return 0
+
+
+def _control_server(args: argparse.Namespace, live: bool, controls: ControlState) -> ControlServer | None:
+    """The control panel's server (not started) if this run gets one: asked for, or a camera run not opted out."""
+    from livemood.live.control import DEFAULT_HOST, DEFAULT_PORT, ControlServer, parse_control_address
+
+    if args.no_control or (args.control is None and not live):
+        if args.control is not None or args.control_token is not None:
+            raise UsageError("--no-control and --control/--control-token contradict each other")
+        return None
+    host, port = (DEFAULT_HOST, DEFAULT_PORT) if args.control is None else parse_control_address(args.control)
+    # The default port moves on if taken; a port the user named is a promise to their scripts.
+    return ControlServer(controls, host, port, token=args.control_token, find_free_port=args.control is None)
+
+
+def _panel_wiring(server: ControlServer | None) -> tuple[list[Sink], Callable[[RunStatus], None] | None]:
+    """What feeds the panel from the pipeline: its preview sink and the once-a-second status."""
+    if server is None:
+        return [], None
+    from livemood.live.control import PanelSink
+
+    def on_status(status: RunStatus) -> None:
+        server.set_status(fps=status.fps, latency_ms=status.latency_ms, face=status.face)
+
+    return [PanelSink(server)], on_status
 
 
 def cmd_bench(argv: Sequence[str]) -> int:

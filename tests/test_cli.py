@@ -89,3 +89,40 @@ def test_devices_says_why_there_is_no_virtual_camera(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert "cameras:" in out and "microphones (--mic):" in out and "audio outputs (--audio-out):" in out
     assert "virtual camera:" in out and ("usable" in out or "To get one" in out)
+
+
+def test_control_panel_drives_a_real_run(tmp_path: Path) -> None:
+    """`--control`: the run prints the panel's address, its API shows the pipeline and changes the emotion through
+    the same path (and the same log line) as a hotkey; the server goes with the run."""
+    import http.client
+    import re
+
+    cmd = [sys.executable, "-m", "livemood", "--source", "demo", "--output", str(tmp_path / "out.mp4"),
+           "--control", "127.0.0.1:0", "--control-token", "secret-token"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            match = re.search(r"control panel: http://127\.0\.0\.1:(\d+)/\?token=secret-token", line)
+            if match:
+                break
+        else:
+            raise AssertionError("no panel line")
+        port = int(match.group(1))
+
+        def call(method: str, body: dict | None = None) -> dict:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(method, "/api/state", body=None if body is None else json.dumps(body),
+                         headers={"Authorization": "Bearer secret-token", "Content-Type": "application/json"})
+            reply = conn.getresponse()
+            assert reply.status == 200
+            return json.loads(reply.read())
+
+        assert call("GET")["engine"] == "warp"
+        assert call("POST", {"emotion": "sad", "intensity": 0.7})["emotion"] == "sad"
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        proc.kill()
+    assert "emotion sad, intensity 0.7" in rest, "logged like a hotkey"
+    assert (tmp_path / "out.mp4").is_file()

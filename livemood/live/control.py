@@ -45,6 +45,7 @@ from livemood.live.control_checks import (
 )
 from livemood.live.control_preview import MjpegPreview
 from livemood.live.keys import BYPASS_KEYS, DOWN_KEYS, EMOTION_BY_KEY, UP_KEYS, apply_key
+from livemood.live.sinks import Sink
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ControlServer", "PipelineStatus", "parse_control_address"]
 
@@ -87,6 +88,16 @@ class PipelineStatus:
     fps: float = 0.0  # output frames per second
     latency_p50_ms: float | None = None  # capture to output, None before the first report
     latency_p95_ms: float | None = None
+
+
+class PanelSink(Sink):
+    """Hands every output frame to the panel's preview (a reference store; the server encodes on its own thread)."""
+
+    def __init__(self, server: ControlServer) -> None:
+        self._server = server
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        self._server.publish(image)
 
 
 def _url_host(host: str) -> str:

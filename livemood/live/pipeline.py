@@ -50,6 +50,15 @@ class RunResult:
     interrupted: bool
 
 
+@dataclass(frozen=True)
+class RunStatus:
+    """What the pipeline reports about once a second to whoever asked (`Pipeline(on_status=...)`)."""
+
+    fps: float  # frames sent per second over the last report period
+    latency_ms: dict[str, float]  # capture to output: p50, p95, max
+    face: bool  # the latest frame had a tracked face
+
+
 class Pipeline:
     """Runs a source through an engine into sinks until the source ends or the user interrupts.
 
@@ -71,6 +80,7 @@ class Pipeline:
         audio: AudioFeed | None = None,
         tour_s: float | None = None,
         stop: threading.Event | None = None,
+        on_status: Callable[[RunStatus], None] | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
@@ -85,6 +95,8 @@ class Pipeline:
         self._frames = self._sent = self._repeated = self._engine_errors = 0
         self._t_start = now()
         self.stop = stop or threading.Event()  # set by a quit key; checked once per frame
+        self.on_status = on_status
+        self._face_seen = False
 
     def run(self) -> RunResult:
         """Process until the end; closes the source, engine and sinks whatever happens."""
@@ -110,8 +122,16 @@ class Pipeline:
         return RunResult(self._frames, self._sent, self._repeated, self.source.dropped, self._engine_errors,
                          now() - t_start, interrupted)
 
+    def abort(self) -> None:
+        """Close everything without running (after a failure between `assemble` and `run`): no file is kept."""
+        self._shutdown(finish=False)
+
     def _loop_unpaced(self) -> None:
+        next_report = now() + STATUS_EVERY_S
         while not self.stop.is_set():
+            if self.on_status is not None and now() >= next_report:  # files report too when someone listens
+                next_report = now() + STATUS_EVERY_S
+                self._report()
             try:
                 frame = self.source.get()
             except Closed:
@@ -183,6 +203,7 @@ class Pipeline:
             if self.tracker is not None:
                 # time_s is the file's timeline or, live, the capture clock: increasing either way.
                 face = self.tracker.track(frame.image, round(frame.time_s * 1e3))
+                self._face_seen = face is not None
                 t1 = now()
                 self.times.add("face", t1 - t0)
                 t0 = t1
@@ -216,11 +237,13 @@ class Pipeline:
         lat = window.latency_ms()
         if self.audio is not None and window.latencies:
             self.audio.set_output_delay(lat["p50"] / 1e3)
+        fps = len(window.latencies) / STATUS_EVERY_S
         if self.status:
             stages = "  ".join(f"{k} {v:.1f}ms" for k, v in window.stage_p50_ms().items())
             log.info("%4.1f fps  latency p50 %.0fms p95 %.0fms  %s  dropped %d  repeated %d",
-                     len(window.latencies) / STATUS_EVERY_S, lat["p50"], lat["p95"], stages,
-                     self.source.dropped, self._repeated)
+                     fps, lat["p50"], lat["p95"], stages, self.source.dropped, self._repeated)
+        if self.on_status is not None:
+            self.on_status(RunStatus(fps, lat, self._face_seen))
 
     def _shutdown(self, finish: bool) -> None:
         self.source.close()
@@ -261,11 +284,13 @@ def _abort(sinks: list[Sink]) -> None:
 
 
 def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
-             stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None) -> Pipeline:
+             stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None,
+             watchers: Sequence[Sink] = (), on_status: Callable[[RunStatus], None] | None = None) -> Pipeline:
     """Open the source first (a bad source creates nothing), then the engine and sinks.
 
-    `controls` and `stop` are shared with whatever steers the run (keys); by default the pipeline makes its own.
-    `on_preview_key` gets the preview window's key codes.
+    `controls` and `stop` are shared with whatever steers the run (keys, the control panel); by default the
+    pipeline makes its own. `on_preview_key` gets the preview window's key codes; `watchers` are extra sinks that
+    see every output frame (the panel's preview); `on_status` gets a `RunStatus` about once a second.
     """
     to_camera = not config.bench and config.output.file is None
     with ExitStack() as opened:  # on any failure, everything opened so far is closed again (sinks: aborted)
@@ -291,6 +316,7 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
                 log.warning("%s\nShowing the preview window only.", e)
         if config.output.preview:
             sinks.append(PreviewSink(on_preview_key))
+        sinks.extend(watchers)
         tracker = FaceTracker() if engine.needs_face else None
         if tracker is not None:
             opened.callback(tracker.close)
@@ -304,4 +330,4 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
         log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
     paced = source.live or any(sink.live for sink in sinks)
     return Pipeline(source, engine, sinks, controls or ControlState(config.controls), times, paced, status=paced,
-                    tracker=tracker, audio=audio, tour_s=config.tour_s, stop=stop)
+                    tracker=tracker, audio=audio, tour_s=config.tour_s, stop=stop, on_status=on_status)
