@@ -45,6 +45,7 @@ ASYMMETRIC = ("contempt",)
 # Friesen's action units), so that one actor's way of showing an emotion (M030's sad face, say, does not lower the
 # lip corners) is not all of the recipe, and the cues expression classifiers read on every face are there.
 PRIOR_WEIGHT = 1.0
+PRIOR_YIELD = 0.3  # how much less the prior adds where the actors already move its way
 
 # Landmark groups (subject's right, subject's left) for the action units' handles.
 INNER_BROW = ((107, 55, 65), (336, 285, 295))
@@ -82,7 +83,7 @@ PROTOTYPES: dict[str, dict[str, float]] = {  # EMFACS, without the jaw drop (the
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0},
     "angry": {"AU4": 1.5, "AU5": 0.4, "AU7": 1.0, "AU23": 1.2},
-    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU23": 0.8},
+    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU23": 0.8},  # AU23 rounds the mouth (not in EMFACS)
     "fearful": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 1.0, "AU20": 1.0},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.5, "AU15": 0.6},
     "contempt": {"AU12L": 1.0, "AU14L": 1.0},
@@ -222,7 +223,11 @@ def fit(data: Path) -> dict[str, object]:
         d = np.mean(ds, axis=0)
         if emotion not in ASYMMETRIC:
             d = 0.5 * (d + d[mirror] * np.array([-1.0, 1.0]))
-        d = d + PRIOR_WEIGHT * prototype(emotion, mean_shape)
+        prior = prototype(emotion, mean_shape)
+        # Where the actors already move the way the prototype does, it adds less (it is there to fill in what they
+        # lack, not to double what they show): its weight falls from 1 to 1 - PRIOR_YIELD as their moves align with it.
+        agreement = max(0.0, float(np.sum(d * prior)) / max(float(np.linalg.norm(d) * np.linalg.norm(prior)), 1e-9))
+        d = d + PRIOR_WEIGHT * (1.0 - PRIOR_YIELD * agreement) * prior
         jaw = float(np.clip(np.mean(jaws[emotion]), 1.0, MAX_JAW)) if emotion in JAW_EMOTIONS else 1.0
         recipes[emotion] = {"jaw": round(jaw, 3), "move": np.round(d, 4).tolist()}
     people = sorted({person for person, _ in pairs})

@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 
 RECIPES_FILE = Path(__file__).with_name("recipes.json")
 GRID = 80  # cells per side of the coarse field over the face crop (the field is smooth)
-SPLAT_SIGMA = 0.09  # face units: the Gaussian radius each landmark's move spreads over
+SPLAT_SIGMA = 0.14  # face units: the Gaussian radius each landmark's move spreads over
 # A landmark's own weight is 1 at its centre; w0 = this fraction of it is the "no move" vote every cell also gets,
 # so the field falls to zero where landmarks are sparse or absent instead of extrapolating their moves.
 EMPTY_WEIGHT = 0.05
-MOVE_GAIN = 1.5
+MOVE_GAIN = 1.8
 SHADE_GAIN = 0.25  # brightness change per unit of area change
 SHADE_RANGE = (0.9, 1.0)  # darkest and brightest factor
 SQUARINGS = 6  # the velocity is divided by 2^6 and the small map composed with itself 6 times
