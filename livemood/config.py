@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ DEFAULT_LOOKAHEAD = "delay-video"
 CAMERA_FALLBACK_FPS = 30.0  # frames per second that pace a camera which reports no usable rate
 MAX_FPS = 120.0
 MAX_EXPRESSIVENESS = 2.0
+RAMP_TIME_S = 0.2  # a change of emotion, intensity or bypass takes at most this long, unless a keyframe says otherwise
 
 
 class UsageError(Exception):
@@ -80,6 +82,7 @@ class Controls:
     intensity: float = 0.0  # 0 = unchanged face, 1 = full expression
     bypass: bool = False  # True sends the camera image through untouched
     expressiveness: float = 1.0  # scales the speaker's own expressions: 1 as they are, 0 neutral, 2 twice as large
+    ramp_s: float = RAMP_TIME_S  # the engines reach these controls from the previous ones within this many seconds
 
     def __post_init__(self) -> None:
         if self.emotion not in EMOTIONS:
@@ -89,6 +92,8 @@ class Controls:
         if not 0.0 <= self.expressiveness <= MAX_EXPRESSIVENESS:
             raise UsageError(f"expressiveness must be between 0 and {MAX_EXPRESSIVENESS:g}, "
                              f"got {self.expressiveness:g}")
+        if not 0.0 <= self.ramp_s < math.inf:
+            raise UsageError(f"ramp must be 0 or more seconds, got {self.ramp_s:g}")
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ class WarpEngine:
                 ) -> np.ndarray:
         if face is None:
             return frame
-        weights = self.ramp.step(au_vector(controls), face.timestamp_ms)
+        weights = self.ramp.step(au_vector(controls), face.timestamp_ms, controls.ramp_s)
         if np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
             return frame
         m = crop_transform(face, self.crop_size)
