@@ -30,6 +30,7 @@ from livemood.config import (
     Controls,
     OutputConfig,
     RunConfig,
+    Schedule,
     SourceConfig,
     UsageError,
 )
@@ -70,17 +71,29 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
     size = (args.width, args.height) if args.width is not None else None
     output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
     audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, args.lookahead)
+    controls = Controls(args.emotion, args.intensity)
     return RunConfig(
         source=SourceConfig.parse(args.source, size, args.fps),
         output=output,
         engine=args.engine,
         weights=args.weights,
         backend=args.backend,
-        controls=Controls(args.emotion, args.intensity),
-        tour_s=None if bench else args.tour,
+        controls=controls,
+        schedule=None if bench else _schedule(args, controls),
         audio=audio,
         bench=bench,
     )
+
+
+def _schedule(args: argparse.Namespace, controls: Controls) -> Schedule | None:
+    """The run's timeline of controls: keyframes from a file, the tour, or none (the keys steer)."""
+    from livemood.live.keyframes import load_keyframes
+
+    if args.tour is not None and args.keyframes is not None:
+        raise UsageError("give --tour or --keyframes, not both")
+    if args.keyframes is not None:
+        return load_keyframes(args.keyframes, controls)
+    return None if args.tour is None else Schedule.tour(args.tour, controls)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -100,7 +113,11 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--preview", action="store_true", help="also show the output in a window")
     p.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: the first one)")
     p.add_argument("--tour", type=float, metavar="SECONDS",
-                   help="show every emotion in turn, switching every SECONDS of video (a showcase)")
+                   help="show every emotion in turn, switching every SECONDS of video (a showcase; it owns the "
+                   "controls: the keys only quit)")
+    p.add_argument("--keyframes", type=Path, metavar="FILE",
+                   help="for a file or demo source: emotions on the video's timeline, from a CSV (time,emotion,"
+                   "intensity[,expressiveness][,ramp]) or JSON file; they own the controls (the keys only quit)")
     p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
     p.add_argument("--audio-out", metavar="DEVICE",
                    help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
@@ -115,7 +132,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     from livemood.live.stats import StageTimes
 
     config = _run_config(args, bench=False)
-    controls, stop = ControlState(config.controls), threading.Event()
+    owner = None if config.schedule is None else config.schedule.origin
+    controls, stop = ControlState(config.controls, owner), threading.Event()
     pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set))
     with TerminalKeys(controls, stop.set), GlobalKeys(controls, stop.set):
         result = pipeline.run()

@@ -15,11 +15,15 @@ log = logging.getLogger(__name__)
 
 
 class ControlState:
-    """Holds the current `Controls`; every change is validated and logged on one line."""
+    """Holds the current `Controls`; every change is validated and logged on one line.
 
-    def __init__(self, initial: Controls) -> None:
+    `owner` names what steers a run instead of the keys (keyframes, the tour): changes are then refused, logged.
+    """
+
+    def __init__(self, initial: Controls, owner: str | None = None) -> None:
         self._lock = threading.Lock()
         self._controls = initial
+        self.owner = owner
 
     def get(self) -> Controls:
         with self._lock:
@@ -32,6 +36,9 @@ class ControlState:
     def apply(self, change: Callable[[Controls], Mapping[str, object]]) -> Controls:
         """Replace the fields `change(current)` returns, atomically: keys on several threads may step the same
         field at once (e.g. intensity up), and each step must start from the other's result."""
+        if self.owner is not None:
+            log.info("%s set the controls in this run: key ignored", self.owner)
+            return self.get()
         with self._lock:
             self._controls = dataclasses.replace(self._controls, **change(self._controls))
             controls = self._controls
