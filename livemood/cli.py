@@ -203,6 +203,9 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--classifier", default=DEFAULT_CLASSIFIER, choices=CLASSIFIERS,
                    help="the FER2013 expression classifier that scores the faces (default: %(default)s; the other "
                    "one checks a result against a classifier it was not tuned with)")
+    p.add_argument("--keyframes", type=Path, metavar="FILE",
+                   help="the keyframes the output was made with: drawn under the plot, and each keyframe's class "
+                   "reported over its stretch")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
@@ -211,14 +214,22 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
 
     if args.syncnet is not None and args.weights is None:
         raise UsageError("--syncnet scores a checkpoint: give --weights too")
+    keyframes = _evaluated_keyframes(args)
     if args.weights is not None:
         from livemood.evaluation.checkpoint import render
 
         render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
-    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=args.classifier)
+    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=args.classifier,
+                             keyframes=keyframes)
     result: dict[str, object] = report.to_dict()
     text = format_report(report)
+    if keyframes is not None:
+        from livemood.evaluation.report import keyframe_spans
+
+        spans = keyframe_spans(report, keyframes)
+        result["keyframes"] = spans.to_dict()
+        text += "\n" + spans.summary()
     if args.weights is not None:
         from livemood.evaluation.checkpoint import score_checkpoint_output
 
@@ -227,6 +238,17 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
         text += "\n" + scores.summary()
     sys.stdout.write((json.dumps(result, allow_nan=False) if args.json else text) + "\n")
     return 0
+
+
+def _evaluated_keyframes(args: argparse.Namespace) -> Schedule | None:
+    """The keyframes `evaluate --keyframes` draws and reports; refused with --weights, which renders one emotion."""
+    if args.keyframes is None:
+        return None
+    if args.weights is not None:
+        raise UsageError("--weights renders with --emotion; render keyframes with `livemood --keyframes` first")
+    from livemood.live.keyframes import load_keyframes
+
+    return load_keyframes(args.keyframes, Controls())
 
 
 def cmd_export(argv: Sequence[str]) -> int:

@@ -1,5 +1,5 @@
 """Keyframes: the file formats, every refusal (one line with the line number, exit 2, nothing written), the ramp
-time, the tour as a schedule, and frame-exact rendering of a real clip."""
+time, the tour as a schedule, frame-exact rendering of a real clip, and evaluate's keyframe plot."""
 
 from __future__ import annotations
 
@@ -191,6 +191,23 @@ def test_keyframes_need_a_recorded_source_and_no_tour(
     assert not (tmp_path / "x.mp4").exists()
 
 
+@pytest.mark.parametrize(("extra", "expected"), [
+    (["--weights", "g.pth"], "render keyframes with `livemood --keyframes` first"),
+    ([], "k.csv line 3: unknown emotion 'joyful'"),
+])
+def test_evaluate_refuses_bad_keyframes_before_measuring(
+    extra: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keyframes = tmp_path / "k.csv"
+    keyframes.write_text(HEADER + "0,neutral,0\n1,joyful,0.5\n" if not extra else CSV)
+    clip = str(MEDIA / "talk_d.mp4")
+    assert main(["evaluate", "--source", clip, "--output", clip, "--keyframes", str(keyframes),
+                 "--plot", str(tmp_path / "p.png"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+    assert list(tmp_path.iterdir()) == [keyframes]
+
+
 class ObservedWarp(WarpEngine):
     """The warp engine, noting the controls and ramped AU weights it used for each frame."""
 
@@ -264,3 +281,22 @@ def test_two_renders_give_identical_frames_whatever_the_speed(cut: Path, keyfram
     source = read_frames(cut)
     assert all(np.array_equal(a, b) for a, b in zip(source[:13], first, strict=False)), "neutral 0 until 0.5 s"
     assert not any(np.array_equal(a, b) for a, b in zip(source[13:], first[13:], strict=True))
+
+
+def test_evaluate_draws_the_keyframes_under_the_plot(
+    cut: Path, keyframes_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "a.mp4"
+    assert main(["--source", str(cut), "--keyframes", str(keyframes_csv), "--output", str(output)]) == 0
+    assert len(read_frames(output)) == CUT_FRAMES
+    capsys.readouterr()
+    plot = tmp_path / "a.png"
+    assert main(["evaluate", "--source", str(cut), "--output", str(output), "--keyframes", str(keyframes_csv),
+                 "--plot", str(plot), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spans = report["keyframes"]["spans"]
+    assert [(s["start_s"], s["emotion"], s["target_class"]) for s in spans] == [
+        (0.0, "neutral", "neutral"), (0.5, "happy", "happy"), (1.0, "sad", "sad")]
+    # Measured once ramped: 0.2-0.5 s, 0.9-1.0 s (after happy's 0.4 s ramp), 1.0-1.6 s (a cut).
+    assert [s["frames"] for s in spans] == [8, 2, 15]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
