@@ -24,9 +24,11 @@ from livemood.live.demo import DEMO_SECONDS, DemoSource
 from livemood.live.handoff import Closed
 from livemood.live.sinks import (
     LIVE_TIME_BASE,
+    CallbackSink,
     FileSink,
     NullSink,
     PreviewSink,
+    Progress,
     ProgressSink,
     Sink,
     VirtualCameraSink,
@@ -275,11 +277,13 @@ def _abort(sinks: list[Sink]) -> None:
 
 
 def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
-             stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None) -> Pipeline:
+             stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None,
+             progress: Progress | None = None) -> Pipeline:
     """Open the source first (a bad source creates nothing), then the engine and sinks.
 
     `controls` and `stop` are shared with whatever steers the run (keys); by default the pipeline makes its own.
-    `on_preview_key` gets the preview window's key codes.
+    `on_preview_key` gets the preview window's key codes. `progress(done, total)` hears of every frame a file job
+    writes, instead of the terminal's progress bar.
     """
     to_camera = not config.bench and config.output.file is None
     with ExitStack() as opened:  # on any failure, everything opened so far is closed again (sinks: aborted)
@@ -294,7 +298,9 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
         elif config.output.file is not None:
             sinks.append(FileSink(config.output.file, source.size, source.fps, source.audio_path,
                                   source.time_base or LIVE_TIME_BASE))
-            if not source.live:
+            if progress is not None:
+                sinks.append(CallbackSink(progress, source.frame_count))
+            elif not source.live:
                 sinks.append(ProgressSink(source.frame_count, config.output.file.name))
         else:
             try:
