@@ -31,6 +31,7 @@ from livemood.config import (
     Controls,
     OutputConfig,
     RunConfig,
+    Schedule,
     SourceConfig,
     UsageError,
 )
@@ -77,17 +78,29 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
     size = (args.width, args.height) if args.width is not None else None
     output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
     audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, args.lookahead)
+    controls = Controls(args.emotion, args.intensity)
     return RunConfig(
         source=SourceConfig.parse(args.source, size, args.fps),
         output=output,
         engine=args.engine,
         weights=args.weights,
         backend=args.backend,
-        controls=Controls(args.emotion, args.intensity),
-        tour_s=None if bench else args.tour,
+        controls=controls,
+        schedule=None if bench else _schedule(args, controls),
         audio=audio,
         bench=bench,
     )
+
+
+def _schedule(args: argparse.Namespace, controls: Controls) -> Schedule | None:
+    """The run's timeline of controls: keyframes from a file, the tour, or none (the keys steer)."""
+    from livemood.live.keyframes import load_keyframes
+
+    if args.tour is not None and args.keyframes is not None:
+        raise UsageError("give --tour or --keyframes, not both")
+    if args.keyframes is not None:
+        return load_keyframes(args.keyframes, controls)
+    return None if args.tour is None else Schedule.tour(args.tour, controls)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -107,7 +120,11 @@ def cmd_run(argv: Sequence[str]) -> int:
     p.add_argument("--preview", action="store_true", help="also show the output in a window")
     p.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: the first one)")
     p.add_argument("--tour", type=float, metavar="SECONDS",
-                   help="show every emotion in turn, switching every SECONDS of video (a showcase)")
+                   help="show every emotion in turn, switching every SECONDS of video (a showcase; it owns the "
+                   "controls: the keys only quit)")
+    p.add_argument("--keyframes", type=Path, metavar="FILE",
+                   help="for a file or demo source: emotions on the video's timeline, from a CSV (time,emotion,"
+                   "intensity[,expressiveness][,ramp]) or JSON file; they own the controls (the keys only quit)")
     p.add_argument("--mic", help="microphone index or name (default: the system's); see `livemood devices`")
     p.add_argument("--audio-out", metavar="DEVICE",
                    help="play the microphone, delayed to match the video, on this output (a virtual microphone)")
@@ -127,7 +144,8 @@ def cmd_run(argv: Sequence[str]) -> int:
     from livemood.live.stats import StageTimes
 
     config = _run_config(args, bench=False)
-    controls, stop = ControlState(config.controls), threading.Event()
+    owner = None if config.schedule is None else config.schedule.origin
+    controls, stop = ControlState(config.controls, owner), threading.Event()
     server = _control_server(args, config.source.live, controls)
     watchers, on_status = _panel_wiring(server)
     pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set),
@@ -238,6 +256,9 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     p.add_argument("--reference", type=Path,
                    help="a real take of the same person and sentence with the target emotion: adds how far the "
                    "output went compared with it (reach) and whether its landmarks moved the same way")
+    p.add_argument("--keyframes", type=Path, metavar="FILE",
+                   help="the keyframes the output was made with: drawn under the plot, and each keyframe's class "
+                   "reported over its stretch")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     args = p.parse_args(argv)
     _setup_logging(False)
@@ -246,6 +267,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
 
     if args.syncnet is not None and args.weights is None:
         raise UsageError("--syncnet scores a checkpoint: give --weights too")
+    keyframes = _evaluated_keyframes(args)
     if args.weights is not None:
         from livemood.evaluation.checkpoint import render
 
@@ -254,7 +276,8 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     if args.reference is not None and args.emotion is None:
         raise UsageError("--reference compares with a real take of an emotion: give --emotion too")
     classifier = load_classifier(args.classifier)
-    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=classifier)
+    report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=classifier,
+                             keyframes=keyframes)
     result: dict[str, object] = report.to_dict()
     text = format_report(report)
     if args.reference is not None:
@@ -263,6 +286,12 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
         reference = compare_with_reference(report, args.reference, classifier)
         result["reference"] = reference.to_dict()
         text += "\n" + reference.summary()
+    if keyframes is not None:
+        from livemood.evaluation.report import keyframe_spans
+
+        spans = keyframe_spans(report, keyframes)
+        result["keyframes"] = spans.to_dict()
+        text += "\n" + spans.summary()
     if args.weights is not None:
         from livemood.evaluation.checkpoint import score_checkpoint_output
 
@@ -271,6 +300,17 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
         text += "\n" + scores.summary()
     sys.stdout.write((json.dumps(result, allow_nan=False) if args.json else text) + "\n")
     return 0
+
+
+def _evaluated_keyframes(args: argparse.Namespace) -> Schedule | None:
+    """The keyframes `evaluate --keyframes` draws and reports; refused with --weights, which renders one emotion."""
+    if args.keyframes is None:
+        return None
+    if args.weights is not None:
+        raise UsageError("--weights renders with --emotion; render keyframes with `livemood --keyframes` first")
+    from livemood.live.keyframes import load_keyframes
+
+    return load_keyframes(args.keyframes, Controls())
 
 
 def cmd_export(argv: Sequence[str]) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 import enum
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +33,10 @@ DEFAULT_LOOKAHEAD = "delay-video"
 CAMERA_FALLBACK_FPS = 30.0  # frames per second that pace a camera which reports no usable rate
 MAX_FPS = 120.0
 MAX_EXPRESSIVENESS = 2.0
+# A frame this close before a keyframe's time is at it: a time written in decimal (0.6, or the tour's 3 × 0.2) and
+# a frame's stamp (600 ms) may differ in the last bit.
+KEYFRAME_TOLERANCE_S = 1e-6
+RAMP_TIME_S = 0.2  # a change of emotion, intensity or bypass takes at most this long, unless a keyframe says otherwise
 
 
 class UsageError(Exception):
@@ -80,6 +87,7 @@ class Controls:
     intensity: float = 0.0  # 0 = unchanged face, 1 = full expression
     bypass: bool = False  # True sends the camera image through untouched
     expressiveness: float = 1.0  # scales the speaker's own expressions: 1 as they are, 0 neutral, 2 twice as large
+    ramp_s: float = RAMP_TIME_S  # the engines reach these controls from the previous ones within this many seconds
 
     def __post_init__(self) -> None:
         if self.emotion not in EMOTIONS:
@@ -89,6 +97,77 @@ class Controls:
         if not 0.0 <= self.expressiveness <= MAX_EXPRESSIVENESS:
             raise UsageError(f"expressiveness must be between 0 and {MAX_EXPRESSIVENESS:g}, "
                              f"got {self.expressiveness:g}")
+        if not 0.0 <= self.ramp_s < math.inf:
+            raise UsageError(f"ramp must be 0 or more seconds, got {self.ramp_s:g}")
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """From `time_s` on (seconds from the source's first frame) the controls are `controls`, reached from the
+    previous ones within `controls.ramp_s`."""
+
+    time_s: float
+    controls: Controls
+
+    def check_after(self, previous: Keyframe | None) -> None:
+        """Raise UsageError unless this keyframe can follow `previous` (None: it is the first)."""
+        if not 0.0 <= self.time_s < math.inf:
+            raise UsageError(f"time must be 0 or more seconds, got {self.time_s:g}")
+        if previous is not None and self.time_s <= previous.time_s:
+            raise UsageError(f"time {self.time_s:.3f} s does not come after the previous keyframe's "
+                             f"{previous.time_s:.3f} s")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Controls on the source's timeline: keyframes from a file, or the tour. Each frame's controls come from its
+    own time (`controls_at`), so a file renders the same way every time, whatever the machine's speed."""
+
+    keyframes: tuple[Keyframe, ...]
+    origin: str  # what made it, for messages: "keyframes from take3.csv", "the tour (--tour 1.5)"
+    initial: Controls = Controls()  # before the first keyframe
+    loop_s: float | None = None  # None: played once; else it starts again every loop_s seconds (the tour)
+
+    def __post_init__(self) -> None:
+        if not self.keyframes:
+            raise UsageError(f"{self.origin}: no keyframes")
+        for previous, keyframe in zip((None, *self.keyframes[:-1]), self.keyframes, strict=True):
+            try:
+                keyframe.check_after(previous)
+            except UsageError as e:
+                raise UsageError(f"{self.origin}: {e}") from None
+        if self.loop_s is not None and not self.keyframes[-1].time_s < self.loop_s < math.inf:
+            raise UsageError(f"{self.origin}: a loop of {self.loop_s:g} s must be longer than its last keyframe")
+
+    def controls_at(self, time_s: float) -> Controls:
+        """The controls in force at `time_s` seconds from the first frame."""
+        time_s += KEYFRAME_TOLERANCE_S
+        if self.loop_s is not None:
+            time_s %= self.loop_s
+        i = bisect.bisect_right([k.time_s for k in self.keyframes], time_s)
+        return self.initial if i == 0 else self.keyframes[i - 1].controls
+
+    def spans(self, end_s: float) -> list[tuple[float, float, Controls]]:
+        """(start s, end s, controls) of each keyframe's stretch (and the time before the first) up to `end_s`,
+        loops unrolled."""
+        period = self.loop_s or 0.0
+        changes: list[tuple[float, Controls]] = []
+        for lap in range(math.ceil(end_s / period) if self.loop_s else 1):
+            if self.keyframes[0].time_s > 0.0:
+                changes.append((lap * period, self.initial))
+            changes += [(lap * period + k.time_s, k.controls) for k in self.keyframes]
+        changes = [(t, c) for t, c in changes if t < end_s]
+        ends = [t for t, _ in changes[1:]] + [end_s]
+        return [(t, end, c) for (t, c), end in zip(changes, ends, strict=True)]
+
+    @classmethod
+    def tour(cls, every_s: float, base: Controls) -> Schedule:
+        """Every emotion in turn at `base`'s intensity, switching every `every_s` seconds, round and round."""
+        if not 0.0 < every_s < math.inf:
+            raise UsageError(f"--tour needs a positive number of seconds, got {every_s:g}")
+        keyframes = tuple(Keyframe(i * every_s, dataclasses.replace(base, emotion=emotion))
+                          for i, emotion in enumerate(EMOTIONS))
+        return cls(keyframes, f"the tour (--tour {every_s:g})", base, loop_s=every_s * len(EMOTIONS))
 
 
 @dataclass(frozen=True)
@@ -139,7 +218,7 @@ class RunConfig:
     weights: Path | None = None  # the neural engine's checkpoint (.pth) or exported model (.onnx)
     backend: str = DEFAULT_BACKEND  # the neural engine's inference backend
     controls: Controls = Controls()
-    tour_s: float | None = None  # switch to the next emotion every this many seconds of source time (a showcase)
+    schedule: Schedule | None = None  # controls from each frame's time (keyframes, the tour) instead of `controls`
     audio: AudioConfig = AudioConfig()
     bench: bool = False  # discard the output and never pace: measure the pipeline itself
 
@@ -153,7 +232,9 @@ class RunConfig:
         if self.engine == "neural" and self.weights is None:
             raise UsageError("the neural engine needs --weights (a Wav2Lip-format checkpoint or an exported .onnx)")
         check_size_fps(self.source.size, self.source.fps)
-        if self.tour_s is not None and self.tour_s <= 0:
-            raise UsageError(f"--tour needs a positive number of seconds, got {self.tour_s:g}")
+        # Keyframes are times in a recording; the tour (a looping schedule) is a showcase, on a camera too.
+        if self.schedule is not None and self.schedule.loop_s is None and self.source.live:
+            raise UsageError("keyframes are for recorded video (a file, or --source demo): a camera or stream is "
+                             "steered live with the hotkeys")
         if self.audio.audio_out is not None and not self.source.live:
             raise UsageError("--audio-out plays the microphone delayed to match the video: it needs a camera source")

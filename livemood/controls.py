@@ -9,19 +9,23 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from livemood.config import Controls
+from livemood.config import RAMP_TIME_S, Controls
 
 log = logging.getLogger(__name__)
 
 
 class ControlState:
-    """Holds the current `Controls`; every change is validated, logged on one line and told to the watchers."""
+    """Holds the current `Controls`; every change is validated, logged on one line and told to the watchers.
 
-    def __init__(self, initial: Controls) -> None:
+    `owner` names what steers a run instead of the keys (keyframes, the tour): changes are then refused, logged.
+    """
+
+    def __init__(self, initial: Controls, owner: str | None = None) -> None:
         self._lock = threading.Lock()
         self._controls = initial
         # Replaced, never mutated, so update() can call them after releasing the lock.
         self._watchers: tuple[Callable[[Controls], None], ...] = ()
+        self.owner = owner
 
     def get(self) -> Controls:
         with self._lock:
@@ -34,6 +38,9 @@ class ControlState:
     def apply(self, change: Callable[[Controls], Mapping[str, object]]) -> Controls:
         """Replace the fields `change(current)` returns, atomically: keys on several threads may step the same
         field at once (e.g. intensity up), and each step must start from the other's result."""
+        if self.owner is not None:
+            log.info("%s set the controls in this run: key ignored", self.owner)
+            return self.get()
         with self._lock:
             self._controls = dataclasses.replace(self._controls, **change(self._controls))
             controls = self._controls
@@ -69,23 +76,27 @@ class ControlState:
         return unwatch
 
 
-RAMP_TIME_S = 0.2  # switching emotion, intensity or bypass takes at most this long
-
-
 class Ramp:
     """Moves a vector of weights toward a target at a bounded rate, so a switch never pops.
 
-    Linear in time: a weight goes from 0 to `full_scale` in `time_s`; switching emotion ramps the old weights down
-    while the new ones come up. Time comes from the frames' stamps (milliseconds), so it holds for files too.
+    Linear in time: a weight goes from 0 to `full_scale` in the controls' ramp time (`Controls.ramp_s`: the usual
+    RAMP_TIME_S, or a keyframe's own; 0 jumps), so a change of emotion, intensity or bypass is over within it;
+    switching emotion ramps the old weights down while the new ones come up. Time comes from the frames' stamps
+    (milliseconds), so it holds for files too: the same frames give the same weights.
     """
 
-    def __init__(self, size: int, full_scale: float = 1.0, time_s: float = RAMP_TIME_S) -> None:
-        self.rate = full_scale / time_s  # weight per second
+    def __init__(self, size: int, full_scale: float = 1.0) -> None:
+        self.full_scale = full_scale
         self.value = np.zeros(size)
         self._t_ms: int | None = None
 
-    def step(self, target: np.ndarray, t_ms: int) -> np.ndarray:
+    def step(self, target: np.ndarray, t_ms: int, ramp_s: float = RAMP_TIME_S) -> np.ndarray:
+        """The weights at `t_ms`, moved toward `target` at the rate that `ramp_s` gives."""
         dt_s = 0.0 if self._t_ms is None else max(0.0, (t_ms - self._t_ms) / 1e3)
         self._t_ms = t_ms
-        self.value += np.clip(target - self.value, -self.rate * dt_s, self.rate * dt_s)
+        if ramp_s <= 0.0:
+            self.value[:] = target
+        else:
+            rate = self.full_scale / ramp_s  # weight per second
+            self.value += np.clip(target - self.value, -rate * dt_s, rate * dt_s)
         return self.value

@@ -95,7 +95,7 @@ class NeuralEngine:
                 ) -> np.ndarray:
         if face is None or audio is None:
             return frame
-        state = self.ramp.step(control_vector(controls), face.timestamp_ms)
+        state = self.ramp.step(control_vector(controls), face.timestamp_ms, controls.ramp_s)
         shown = face.presence * state[VISIBLE]
         if shown <= 1e-3:
             return frame

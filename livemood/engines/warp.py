@@ -271,7 +271,7 @@ class WarpEngine:
                 ) -> np.ndarray:
         if face is None:
             return frame
-        weights = self.ramp.step(emotion_weights(controls), face.timestamp_ms)
+        weights = self.ramp.step(emotion_weights(controls), face.timestamp_ms, controls.ramp_s)
         if np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
             return frame
         backward, m = self.backward_field(face, weights)

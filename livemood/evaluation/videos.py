@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, UsageError
+from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, Schedule, UsageError
 from livemood.evaluation.metrics import background_mask, face_detail, lip_opening, pearson, psnr
 from livemood.evaluation.report import EvaluationReport, FrameSeries, write_plot
 from livemood.face.align import to_face_units
@@ -71,11 +71,13 @@ def load_classifier(name: str) -> ExpressionClassifier:
 
 def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path | None, progress: bool = True, *,
                     max_frames: int | None = None, classifier: ExpressionClassifier | str = DEFAULT_CLASSIFIER,
-                    tracker_config: TrackerConfig | None = None) -> EvaluationReport:
+                    tracker_config: TrackerConfig | None = None, keyframes: Schedule | None = None
+                    ) -> EvaluationReport:
     """Compare an output video with the input it was made from; see the module docstring.
 
     `emotion` (one of `EMOTIONS`) names the target whose class probability is followed; `plot` is a PNG path for
-    the per-frame chart. `max_frames` measures only the first frames (both videos are still counted to the end).
+    the per-frame chart, drawn with the `keyframes` the output was made with, if given, on a time axis. `max_frames`
+    measures only the first frames (both videos are still counted to the end).
     `classifier` is a loaded classifier or the name of one. Raises UsageError for an unknown classifier or missing
     classifier weights, missing or unreadable files, videos without a video stream or of different frame sizes,
     an unknown emotion, a plot folder that does not exist, or `max_frames` < 1. Different frame counts are not an
@@ -109,7 +111,7 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
     if report.face_frames == 0:
         log.warning("no face found in %s: expression and lip measurements are empty", source)
     if plot is not None:
-        write_plot(report, plot)
+        write_plot(report, plot, keyframes)
     return report
 
 
@@ -122,11 +124,13 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     lips_src: list[float] = []
     lips_out: list[float] = []
     psnr_db: list[float] = []
+    times_ms: list[int] = []  # the input's frame times
     sse_total, count_total = 0.0, 0
     shapes_src, shapes_out = [], []  # (478, 2) face-unit landmarks of each video's own tracked face
     detail = [0.0, 0.0]  # summed face detail (Laplacian variance in the input's face hull) of input and output
     with FaceTracker(tracker_config) as track_src, FaceTracker(tracker_config) as track_out:
         for i, (a, ms_a, b, ms_b) in enumerate(_frames(src, out, max_frames, progress)):
+            times_ms.append(ms_a)
             face = track_src.track(a, ms_a)
             face_out = track_out.track(b, ms_b)
             if face is not None:
@@ -157,7 +161,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     target = TARGET_CLASS[emotion] if emotion is not None else None
 
     def per_frame(values: np.ndarray) -> np.ndarray:
-        full = np.full(n, math.nan)
+        full = np.full((n, *values.shape[1:]), math.nan)
         full[face_at] = values
         return full
 
@@ -166,7 +170,9 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     series = FrameSeries(
         target_source=per_frame(t_src), target_output=per_frame(t_out),
         valence_source=per_frame(probs_src @ VALENCE_VECTOR), valence_output=per_frame(probs_out @ VALENCE_VECTOR),
-        lip_source=np.array(lips_src), lip_output=np.array(lips_out), background_psnr_db=np.array(psnr_db))
+        lip_source=np.array(lips_src), lip_output=np.array(lips_out), background_psnr_db=np.array(psnr_db),
+        time_s=(np.array(times_ms, dtype=np.float64) - (times_ms[0] if times_ms else 0)) / 1e3,
+        probs_source=per_frame(probs_src), probs_output=per_frame(probs_out))
     has_face = bool(face_at)
     has_target = has_face and target is not None
 

@@ -60,12 +60,18 @@ async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamR
         return error_response(500, "internal error")
 
 
+# Controls fields that belong to recorded timelines (keyframes), not to a live panel.
+NOT_LIVE = frozenset({"ramp_s"})
+
+
 @functools.cache
 def state_fields() -> dict[str, type]:
     """The `Controls` fields the API reads and writes, in declaration order, with their types."""
     hints = typing.get_type_hints(Controls)  # resolves the string annotations of `from __future__ import annotations`
     kinds: dict[str, type] = {}
     for field in dataclasses.fields(Controls):
+        if field.name in NOT_LIVE:
+            continue
         kind = hints.get(field.name)
         if kind in FIELD_KINDS:
             kinds[field.name] = kind

@@ -15,7 +15,7 @@ import numpy as np
 
 from livemood.audio.feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
 from livemood.audio.mel import AudioUnavailable, Lookahead
-from livemood.config import EMOTIONS, RunConfig, SourceConfig, SourceKind, UsageError
+from livemood.config import Controls, RunConfig, Schedule, SourceConfig, SourceKind, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
 from livemood.face.tracker import FaceTracker
@@ -24,9 +24,11 @@ from livemood.live.demo import DEMO_SECONDS, DemoSource
 from livemood.live.handoff import Closed
 from livemood.live.sinks import (
     LIVE_TIME_BASE,
+    CallbackSink,
     FileSink,
     NullSink,
     PreviewSink,
+    Progress,
     ProgressSink,
     Sink,
     VirtualCameraSink,
@@ -65,6 +67,9 @@ class Pipeline:
     Paced mode (live sources, or a virtual camera as output) sends one frame per tick of a fixed clock at the
     source's frame rate: the newest frame if one arrived during the tick, else the last one again, so a stalled
     camera never freezes the call. Unpaced mode (files) processes every frame as fast as possible.
+
+    Each frame's controls come from `controls` (the hotkeys' state) or, with a `schedule` (keyframes, the tour),
+    from the schedule at the frame's own time since the first frame: the schedule then owns the controls.
     """
 
     def __init__(
@@ -78,14 +83,16 @@ class Pipeline:
         status: bool = False,
         tracker: FaceTracker | None = None,
         audio: AudioFeed | None = None,
-        tour_s: float | None = None,
+        schedule: Schedule | None = None,
         stop: threading.Event | None = None,
         on_status: Callable[[RunStatus], None] | None = None,
     ) -> None:
         self.source = source
         self.tracker = tracker
         self.audio = audio
-        self.tour_s = tour_s
+        self.schedule = schedule
+        self._first_time_s: float | None = None  # the schedule's zero: the first frame's time
+        self._scheduled: Controls | None = None  # what the schedule gave the last frame
         self.engine = engine
         self.sinks = list(sinks)
         self.controls = controls
@@ -192,11 +199,7 @@ class Pipeline:
     def _process(self, frame: Frame, window: np.ndarray | None) -> np.ndarray:
         """The engine's output for this frame, or the frame itself if the engine fails."""
         self._frames += 1
-        if self.tour_s is not None:
-            emotion = EMOTIONS[int(frame.time_s // self.tour_s) % len(EMOTIONS)]
-            if emotion != self.controls.get().emotion:
-                self.controls.update(emotion=emotion)
-        controls = self.controls.get()
+        controls = self.controls.get() if self.schedule is None else self._controls_at(frame.time_s)
         t0 = now()
         try:
             face = None
@@ -218,6 +221,19 @@ class Pipeline:
         finally:
             self.times.add("engine", now() - t0)
         return out
+
+    def _controls_at(self, time_s: float) -> Controls:
+        """The schedule's controls for a frame at `time_s` on the source's timeline; a change is logged once."""
+        assert self.schedule is not None
+        if self._first_time_s is None:
+            self._first_time_s = time_s
+        t = time_s - self._first_time_s
+        controls = self.schedule.controls_at(t)
+        if controls != self._scheduled:
+            self._scheduled = controls
+            log.info("%.3f s: %s %.2f, expressiveness %.2f, within %.2f s (%s)", t, controls.emotion,
+                     controls.intensity, controls.expressiveness, controls.ramp_s, self.schedule.origin)
+        return controls
 
     def _send(self, image: np.ndarray, frame: Frame, fresh: bool = True) -> None:
         t0 = now()
@@ -285,12 +301,14 @@ def _abort(sinks: list[Sink]) -> None:
 
 def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
              stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None,
-             watchers: Sequence[Sink] = (), on_status: Callable[[RunStatus], None] | None = None) -> Pipeline:
+             watchers: Sequence[Sink] = (), on_status: Callable[[RunStatus], None] | None = None,
+             progress: Progress | None = None) -> Pipeline:
     """Open the source first (a bad source creates nothing), then the engine and sinks.
 
     `controls` and `stop` are shared with whatever steers the run (keys, the control panel); by default the
     pipeline makes its own. `on_preview_key` gets the preview window's key codes; `watchers` are extra sinks that
     see every output frame (the panel's preview); `on_status` gets a `RunStatus` about once a second.
+    `progress(done, total)` hears of every frame a file job writes, instead of the terminal's progress bar.
     """
     to_camera = not config.bench and config.output.file is None
     with ExitStack() as opened:  # on any failure, everything opened so far is closed again (sinks: aborted)
@@ -305,7 +323,9 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
         elif config.output.file is not None:
             sinks.append(FileSink(config.output.file, source.size, source.fps, source.audio_path,
                                   source.time_base or LIVE_TIME_BASE))
-            if not source.live:
+            if progress is not None:
+                sinks.append(CallbackSink(progress, source.frame_count))
+            elif not source.live:
                 sinks.append(ProgressSink(source.frame_count, config.output.file.name))
         else:
             try:
@@ -330,4 +350,4 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
         log.info("video is held %.0f ms for its audio look-ahead (%s)", audio.wait_s * 1e3, audio.lookahead.value)
     paced = source.live or any(sink.live for sink in sinks)
     return Pipeline(source, engine, sinks, controls or ControlState(config.controls), times, paced, status=paced,
-                    tracker=tracker, audio=audio, tour_s=config.tour_s, stop=stop, on_status=on_status)
+                    tracker=tracker, audio=audio, schedule=config.schedule, stop=stop, on_status=on_status)

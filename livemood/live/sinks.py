@@ -55,6 +55,26 @@ class ProgressSink(Sink):
         self._bar.close()
 
 
+Progress = Callable[[int, int | None], None]  # (frames written so far, frames the source expects or None)
+
+
+class CallbackSink(Sink):
+    """Calls `on_frame(done, total)` after each frame is written: progress for scripts (`livemood.edit`).
+
+    `total` is the frames the source expects (None when unknown). An exception from `on_frame` stops the run and
+    nothing is written: that is how a script cancels.
+    """
+
+    def __init__(self, on_frame: Progress, total: int | None) -> None:
+        self._on_frame = on_frame
+        self._total = total
+        self._done = 0
+
+    def send(self, image: np.ndarray, time_s: float) -> None:
+        self._done += 1
+        self._on_frame(self._done, self._total)
+
+
 class NullSink(Sink):
     """Discards frames: `livemood bench` measures the pipeline without any encoder."""
 
