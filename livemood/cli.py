@@ -60,6 +60,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser, source_default: str | None) -
                    help="camera index, video file, stream URL, or 'demo' (default: %(default)s)")
     p.add_argument("--emotion", default="neutral", help=f"one of: {', '.join(EMOTIONS)} (default: %(default)s)")
     p.add_argument("--intensity", type=float, default=0.5, help="0 (unchanged) to 1 (full) (default: %(default)s)")
+    p.add_argument("--expressiveness", type=float, default=1.0,
+                   help="scale the speaker's own expressions: 1 as they are, 1.5 half as large again, 0.5 calmer, "
+                   "0 the neutral face (0..2, default: %(default)s); the emotion's change comes on top")
     p.add_argument("--engine", default=DEFAULT_ENGINE, help=f"one of: {', '.join(ENGINES)} (default: %(default)s)")
     p.add_argument("--weights", type=Path,
                    help="the neural engine's model: a Wav2Lip-format checkpoint (.pth) or an exported .onnx")
@@ -78,7 +81,7 @@ def _run_config(args: argparse.Namespace, bench: bool) -> RunConfig:
     size = (args.width, args.height) if args.width is not None else None
     output = OutputConfig() if bench else OutputConfig(args.output, args.preview, args.device)
     audio = AudioConfig() if bench else AudioConfig(args.mic, args.audio_out, args.lookahead)
-    controls = Controls(args.emotion, args.intensity)
+    controls = Controls(args.emotion, args.intensity, expressiveness=args.expressiveness)
     return RunConfig(
         source=SourceConfig.parse(args.source, size, args.fps),
         output=output,

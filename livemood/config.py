@@ -88,6 +88,7 @@ class Controls:
     bypass: bool = False  # True sends the camera image through untouched
     expressiveness: float = 1.0  # scales the speaker's own expressions: 1 as they are, 0 neutral, 2 twice as large
     ramp_s: float = RAMP_TIME_S  # the engines reach these controls from the previous ones within this many seconds
+    neutral_takes: int = 0  # times the user said "this is my neutral face now" (the n key): engines retake it
 
     def __post_init__(self) -> None:
         if self.emotion not in EMOTIONS:

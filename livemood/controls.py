@@ -45,7 +45,8 @@ class ControlState:
             self._controls = dataclasses.replace(self._controls, **change(self._controls))
             controls = self._controls
             watchers = self._watchers
-        log.info("emotion %s, intensity %.1f%s", controls.emotion, controls.intensity,
+        log.info("emotion %s, intensity %.1f%s%s", controls.emotion, controls.intensity,
+                 "" if controls.expressiveness == 1.0 else f", expressiveness {controls.expressiveness:.1f}",
                  " (bypass)" if controls.bypass else "")
         for callback in watchers:
             # A broken watcher (e.g. the control panel) must not take a hotkey's change back or stop the others.

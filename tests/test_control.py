@@ -26,7 +26,16 @@ from livemood.controls import ControlState
 from livemood.live.control import ControlServer, parse_control_address
 from livemood.live.control_checks import MAX_BODY_BYTES
 from livemood.live.control_preview import PREVIEW_MAX_FPS, PREVIEW_MAX_WIDTH
-from livemood.live.keys import BYPASS_KEYS, DOWN_KEYS, EMOTION_BY_KEY, UP_KEYS, apply_key
+from livemood.live.keys import (
+    BYPASS_KEYS,
+    DOWN_KEYS,
+    EMOTION_BY_KEY,
+    LESS_KEYS,
+    MORE_KEYS,
+    NEUTRAL_KEYS,
+    UP_KEYS,
+    apply_key,
+)
 
 WAIT_S = 10.0  # a guard against hanging if the server is broken, never a timing check
 HAS_EXPRESSIVENESS = "expressiveness" in {f.name for f in dataclasses.fields(Controls)}
@@ -211,15 +220,18 @@ def test_expressiveness_is_read_and_written_once_controls_has_it(server: Control
 def test_keys_are_the_hotkeys_and_apply_like_them(server: ControlServer, state: ControlState) -> None:
     assert call(server, "GET", "/api/keys").json() == {
         "emotions": list(EMOTIONS), "emotion_keys": EMOTION_BY_KEY, "up": list(UP_KEYS), "down": list(DOWN_KEYS),
-        "bypass": list(BYPASS_KEYS)}
+        "bypass": list(BYPASS_KEYS), "more": list(MORE_KEYS), "less": list(LESS_KEYS), "neutral": list(NEUTRAL_KEYS)}
     assert call(server, "POST", "/api/key", {"key": "3"}).json()["emotion"] == EMOTION_BY_KEY["3"]
     for _ in range(3):
         call(server, "POST", "/api/key", {"key": "+"})
     assert state.get().intensity == 0.3  # the hotkeys' steps of a tenth, exactly
     assert call(server, "POST", "/api/key", {"key": " "}).json()["bypass"] is True
+    call(server, "POST", "/api/key", {"key": "]"})
+    call(server, "POST", "/api/key", {"key": "n"})
+    assert (state.get().expressiveness, state.get().neutral_takes) == (1.1, 1)
     for refused in ({"key": "q"}, {"key": "x"}, {"key": 3}, {"key": "1", "more": 1}, ["1"]):
         assert call(server, "POST", "/api/key", refused).status == 400  # quitting is not the page's to do
-    assert state.get() == Controls(EMOTION_BY_KEY["3"], 0.3, True)
+    assert state.get() == Controls(EMOTION_BY_KEY["3"], 0.3, True, expressiveness=1.1, neutral_takes=1)
 
 
 def test_token_is_needed_by_header_query_or_cookie(server: ControlServer) -> None:

@@ -364,7 +364,7 @@ def test_global_key_per_platform(platform: str, char: str | None, vk: int | None
 
 
 def test_global_keys_reach_every_action_on_every_platform() -> None:
-    actions = {*(str(i) for i in range(1, len(EMOTIONS) + 1)), "+", "-", "0", "q"}
+    actions = {*(str(i) for i in range(1, len(EMOTIONS) + 1)), "+", "-", "0", "q", "[", "]", "n"}
     assert set(hotkeys.GLOBAL_CHARS.values()) == actions
     assert set(hotkeys.WINDOWS_VKS.values()) == actions
     assert set(hotkeys.MAC_VKS.values()) == actions

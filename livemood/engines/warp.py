@@ -32,6 +32,7 @@ import numpy as np
 
 from livemood.config import EMOTIONS, Controls
 from livemood.controls import Ramp
+from livemood.engines.expressiveness import NeutralFace
 from livemood.face.align import Affine, crop_transform, face_frame, transform_points
 from livemood.face.blend import BlendConfig, face_mask
 from livemood.face.tracker import Face
@@ -44,9 +45,10 @@ SPLAT_SIGMA = 0.14  # face units: the Gaussian radius each landmark's move sprea
 # A landmark's own weight is 1 at its centre; w0 = this fraction of it is the "no move" vote every cell also gets,
 # so the field falls to zero where landmarks are sparse or absent instead of extrapolating their moves.
 EMPTY_WEIGHT = 0.05
-MOVE_GAIN = 1.8
+MOVE_GAIN = 1.5
 SHADE_GAIN = 0.25  # brightness change per unit of area change
 SHADE_RANGE = (0.9, 1.0)  # darkest and brightest factor
+REFINE = 3  # rounds of splatting the residual: the field then meets the landmarks' own moves, not a blur of them
 SQUARINGS = 6  # the velocity is divided by 2^6 and the small map composed with itself 6 times
 NO_MOVE = 1e-3  # grid cells (about 1/1000 of the face): smaller moves are none, so those pixels stay bit-identical
 # The field is masked to the face hull grown by a little (so the outline's neighbourhood can move) and faded out
@@ -127,9 +129,13 @@ def velocity_field(landmarks: np.ndarray, move: np.ndarray, unit: float) -> np.n
     face units (pinned landmarks move by zero)."""
     points = np.concatenate([landmarks[FREE], landmarks[PINNED]])
     values = np.concatenate([move[FREE], np.zeros((len(PINNED), 2))]) * unit
-    acc = _splat(points, values, SPLAT_SIGMA * unit)
-    field = acc[..., :2] / (acc[..., 2:] + EMPTY_WEIGHT)
-    field *= face_mask(landmarks, GRID, FIELD_MASK)[..., None]
+    mask = face_mask(landmarks, GRID, FIELD_MASK)[..., None]
+    field = np.zeros((GRID, GRID, 2), np.float32)
+    at_x, at_y = points[:, 0].astype(np.float32)[None], points[:, 1].astype(np.float32)[None]
+    for _ in range(REFINE):  # each round spreads what the field still misses at the landmarks
+        residual = values - np.stack([_sample(field[..., c], at_x, at_y)[0] for c in range(2)], axis=1)
+        acc = _splat(points, residual, SPLAT_SIGMA * unit)
+        field += mask * acc[..., :2] / (acc[..., 2:] + EMPTY_WEIGHT)
     _lock_mouth_band(field, landmarks, unit)
     return field
 
@@ -247,14 +253,22 @@ class WarpEngine:
 
     def __init__(self) -> None:
         recipes()  # read once, at start: a broken install fails here, not mid-call
-        self.ramp = Ramp(len(EMOTIONS))  # an emotion's weight goes from 0 to 1 in RAMP_TIME_S
+        self.ramp = Ramp(len(EMOTIONS))  # an emotion's weight goes from 0 to 1 in the ramp time
+        self.expressiveness = Ramp(1)  # the speaker's own expressions' scale, from 1
+        self.expressiveness.value[:] = 1.0
+        self.neutral = NeutralFace()
+        self._neutral_takes = 0
 
-    def backward_field(self, face: Face, weights: np.ndarray) -> tuple[np.ndarray, Affine]:
-        """The backward displacement (GRID, GRID, 2) for these emotion weights, and the frame -> grid affine."""
+    def backward_field(self, face: Face, weights: np.ndarray, own: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, Affine]:
+        """The backward displacement (GRID, GRID, 2) for these emotion weights plus `own` (478, 2) face-unit moves
+        of the speaker's own expression (expressiveness), and the frame -> grid affine."""
         m = crop_transform(face, GRID)
         landmarks = transform_points(m, face.landmarks)
         unit = face_frame(landmarks).unit  # grid cells per face unit
         move, jaw = landmark_moves(weights, face.pose.yaw)
+        if own is not None:
+            move = move + own
         _lock_inner_lips(move)
         backward = exponential_backward(face.presence * velocity_field(landmarks, move, unit))
         opening = float(np.linalg.norm(landmarks[13] - landmarks[14]))  # grid cells, the speaker's own
@@ -271,10 +285,17 @@ class WarpEngine:
                 ) -> np.ndarray:
         if face is None:
             return frame
-        weights = self.ramp.step(emotion_weights(controls), face.timestamp_ms, controls.ramp_s)
-        if np.abs(weights).max() < 1e-3 or face.presence <= 0.0:
+        ts = face.timestamp_ms
+        weights = self.ramp.step(emotion_weights(controls), ts, controls.ramp_s)
+        scale = float(self.expressiveness.step(np.array([controls.expressiveness]), ts, controls.ramp_s)[0]) - 1.0
+        shape = self.neutral.observe(face.landmarks, ts)  # always: the neutral face settles before it is used
+        if controls.neutral_takes != self._neutral_takes:
+            self._neutral_takes = controls.neutral_takes
+            self.neutral.retake(shape)
+        own = self.neutral.move(shape, scale, ts) if abs(scale) > 1e-3 else None
+        if (np.abs(weights).max() < 1e-3 and own is None) or face.presence <= 0.0:
             return frame
-        backward, m = self.backward_field(face, weights)
+        backward, m = self.backward_field(face, weights, own)
         box = support_box(backward, m, frame.shape)
         return frame if box is None else warp_frame(frame, backward, m, box)
 

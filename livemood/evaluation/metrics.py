@@ -8,6 +8,8 @@ import math
 import cv2
 import numpy as np
 
+from livemood.face.regions import BROWS, LIDS, LIP_CORNERS
+
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # face-mesh landmarks on the inner lip line, at the midline
 FOREHEAD_TOP, CHIN = 10, 152  # face-mesh landmarks spanning the face height, the lip opening's unit
 BACKGROUND_GROW = 0.15  # face sizes (larger side of the landmark box) the hull is grown by before "background"
@@ -15,6 +17,7 @@ GROW_DIRECTIONS = 32  # the growth disc is approximated by a polygon with this m
 LIP_SYNC_BAR = 0.95  # Pearson r of the lip openings (input vs output) at which lip sync counts as kept
 MIN_LIP_FRAMES = 3  # frames with a face in both videos needed for a correlation
 PSNR_PEAK = 255.0  # 8-bit pixels
+MOTION_POINTS = list(BROWS + LIDS + LIP_CORNERS)  # where expressiveness is measured
 
 
 def lip_opening(landmarks: np.ndarray) -> float:
@@ -37,6 +40,16 @@ def background_mask(landmarks: np.ndarray, shape: tuple[int, ...], grow: float =
     mask = np.full(shape[:2], 255, np.uint8)
     cv2.fillConvexPoly(mask, np.round(grown[:, 0] * 16).astype(np.int32), 0, lineType=cv2.LINE_8, shift=4)
     return mask
+
+
+def expression_motion(shapes: np.ndarray) -> np.ndarray:
+    """(F,) how far each frame's expression is from the video's neutral face: the RMS over the brows, lids and lip
+    corners of (F, 478, 2) face-unit shapes minus their per-coordinate median over the frames (the neutral face;
+    robust to speech and to expressions held for less than half the video)."""
+    if len(shapes) == 0:
+        return np.zeros(0)
+    points = shapes[:, MOTION_POINTS]
+    return np.sqrt(np.mean(np.square(points - np.median(points, axis=0)), axis=(1, 2)))
 
 
 def psnr(sse: float, count: int) -> float:

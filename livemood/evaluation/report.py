@@ -46,6 +46,8 @@ class FrameSeries:
     time_s: np.ndarray  # the input's frame times, seconds from its first frame
     probs_source: np.ndarray  # (N, 7) class probabilities in CLASSES order
     probs_output: np.ndarray
+    motion_source: np.ndarray  # expression motion around each video's own neutral (metrics.expression_motion)
+    motion_output: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +79,7 @@ class EvaluationReport:
     background_psnr_db: float  # from the mean squared error over all compared frames' background pixels
     background_psnr_min_db: float  # the worst single frame
     face_detail_ratio: float | None  # output / input, Laplacian variance inside the input's face hull
+    expressiveness_ratio: float | None  # RMS expression motion around the neutral, output / input
     mean_shape_source: np.ndarray | None = field(repr=False)  # (478, 2) mean landmarks in face units
     mean_shape_output: np.ndarray | None = field(repr=False)
     series: FrameSeries = field(repr=False)
@@ -124,6 +127,7 @@ class EvaluationReport:
             "background_psnr_db": {"overall": _num(self.background_psnr_db),
                                    "worst_frame": _num(self.background_psnr_min_db)},
             "face_detail_ratio": _num(self.face_detail_ratio),
+            "expressiveness_ratio": _num(self.expressiveness_ratio),
         }
         if per_frame:
             out["per_frame"] = {name: _per_frame_json(getattr(self.series, name))
@@ -189,6 +193,8 @@ def format_report(report: EvaluationReport) -> str:
     lines.append(f"background PSNR: {_fmt(r.background_psnr_db, '.2f')} dB over all frames, worst frame "
                  f"{_fmt(r.background_psnr_min_db, '.2f')} dB (outside the face grown by {BACKGROUND_GROW:.0%})")
     lines.append(f"face detail (output / input, Laplacian variance inside the face): {_fmt(r.face_detail_ratio)}")
+    lines.append(f"expressiveness (output / input, RMS motion of brows, lids and lip corners around the neutral): "
+                 f"{_fmt(r.expressiveness_ratio)}")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, Schedule, UsageError
-from livemood.evaluation.metrics import background_mask, face_detail, lip_opening, pearson, psnr
+from livemood.evaluation.metrics import background_mask, expression_motion, face_detail, lip_opening, pearson, psnr
 from livemood.evaluation.report import EvaluationReport, FrameSeries, write_plot
 from livemood.face.align import to_face_units
 from livemood.face.tracker import FaceTracker, TrackerConfig
@@ -59,6 +59,10 @@ def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, pr
             yield a[0], round(a[1] * 1e3), b[0], round(b[1] * 1e3)
             done += 1
             bar.update(1)
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else math.nan
 
 
 def load_classifier(name: str) -> ExpressionClassifier:
@@ -127,6 +131,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     times_ms: list[int] = []  # the input's frame times
     sse_total, count_total = 0.0, 0
     shapes_src, shapes_out = [], []  # (478, 2) face-unit landmarks of each video's own tracked face
+    out_at: list[int] = []  # indices of the compared frames with a face tracked in the output
     detail = [0.0, 0.0]  # summed face detail (Laplacian variance in the input's face hull) of input and output
     with FaceTracker(tracker_config) as track_src, FaceTracker(tracker_config) as track_out:
         for i, (a, ms_a, b, ms_b) in enumerate(_frames(src, out, max_frames, progress)):
@@ -153,6 +158,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
             lips_out.append(lip_opening(face_out.landmarks) if face_out is not None else math.nan)
             if face_out is not None:
                 shapes_out.append(to_face_units(face_out.landmarks))
+                out_at.append(i)
     n = len(psnr_db)
     source_frames, output_frames = src.count_rest(), out.count_rest()
 
@@ -160,10 +166,12 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     probs_out = classifier.probabilities(crops_out)
     target = TARGET_CLASS[emotion] if emotion is not None else None
 
-    def per_frame(values: np.ndarray) -> np.ndarray:
+    def per_frame(values: np.ndarray, at: list[int] = face_at) -> np.ndarray:
         full = np.full((n, *values.shape[1:]), math.nan)
-        full[face_at] = values
+        full[at] = values
         return full
+
+    motion_src, motion_out = expression_motion(np.array(shapes_src)), expression_motion(np.array(shapes_out))
 
     t_src = probs_src[:, CLASSES.index(target)] if target else np.full(len(face_at), math.nan)
     t_out = probs_out[:, CLASSES.index(target)] if target else np.full(len(face_at), math.nan)
@@ -172,7 +180,8 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
         valence_source=per_frame(probs_src @ VALENCE_VECTOR), valence_output=per_frame(probs_out @ VALENCE_VECTOR),
         lip_source=np.array(lips_src), lip_output=np.array(lips_out), background_psnr_db=np.array(psnr_db),
         time_s=(np.array(times_ms, dtype=np.float64) - (times_ms[0] if times_ms else 0)) / 1e3,
-        probs_source=per_frame(probs_src), probs_output=per_frame(probs_out))
+        probs_source=per_frame(probs_src), probs_output=per_frame(probs_out),
+        motion_source=per_frame(motion_src), motion_output=per_frame(motion_out, out_at))
     has_face = bool(face_at)
     has_target = has_face and target is not None
 
@@ -200,6 +209,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
         face_detail_ratio=detail[1] / detail[0] if detail[0] > 0 else None,
         mean_shape_source=np.mean(shapes_src, axis=0) if shapes_src else None,
         mean_shape_output=np.mean(shapes_out, axis=0) if shapes_out else None,
+        expressiveness_ratio=_rms(motion_out) / _rms(motion_src) if len(motion_src) and _rms(motion_src) > 0 else None,
         series=series,
     )
 

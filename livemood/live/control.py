@@ -44,7 +44,16 @@ from livemood.live.control_checks import (
     state_fields,
 )
 from livemood.live.control_preview import MjpegPreview
-from livemood.live.keys import BYPASS_KEYS, DOWN_KEYS, EMOTION_BY_KEY, UP_KEYS, apply_key
+from livemood.live.keys import (
+    BYPASS_KEYS,
+    DOWN_KEYS,
+    EMOTION_BY_KEY,
+    LESS_KEYS,
+    MORE_KEYS,
+    NEUTRAL_KEYS,
+    UP_KEYS,
+    apply_key,
+)
 from livemood.live.sinks import Sink
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "ControlServer", "PipelineStatus", "parse_control_address"]
@@ -391,12 +400,13 @@ class ControlServer:
     async def _get_keys(self, request: web.Request) -> web.Response:
         # The hotkeys' own map, so the page's shortcuts can never drift from the terminal's and the hotkeys'.
         return web.json_response({"emotions": list(EMOTIONS), "emotion_keys": EMOTION_BY_KEY, "up": list(UP_KEYS),
-                                  "down": list(DOWN_KEYS), "bypass": list(BYPASS_KEYS)})
+                                  "down": list(DOWN_KEYS), "bypass": list(BYPASS_KEYS), "more": list(MORE_KEYS),
+                                  "less": list(LESS_KEYS), "neutral": list(NEUTRAL_KEYS)})
 
     async def _post_key(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         key = body.get("key") if isinstance(body, dict) and len(body) == 1 else None
-        if key not in (*EMOTION_BY_KEY, *UP_KEYS, *DOWN_KEYS, *BYPASS_KEYS):
+        if key not in (*EMOTION_BY_KEY, *UP_KEYS, *DOWN_KEYS, *BYPASS_KEYS, *MORE_KEYS, *LESS_KEYS, *NEUTRAL_KEYS):
             return error_response(400, 'the body must be {"key": K} with K one of the panel\'s keys')
         apply_key(self._state, key)  # the hotkeys' own stepping, so '+' on the page is '+' in the terminal
         return web.json_response(self.state_json())

@@ -60,8 +60,8 @@ async def json_errors(request: web.Request, handler: web.Handler) -> web.StreamR
         return error_response(500, "internal error")
 
 
-# Controls fields that belong to recorded timelines (keyframes), not to a live panel.
-NOT_LIVE = frozenset({"ramp_s"})
+# Controls fields the panel does not show: the timelines' ramp time and the neutral-face counter (the n key).
+NOT_LIVE = frozenset({"ramp_s", "neutral_takes"})
 
 
 @functools.cache

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from livemood.config import EMOTIONS
+from livemood.config import EMOTIONS, MAX_EXPRESSIVENESS
 from livemood.controls import ControlState
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,16 @@ EMOTION_BY_KEY: dict[str, str] = {str(i): name for i, name in enumerate(EMOTIONS
 UP_KEYS = ("+", "=")  # '=' is the '+' key without Shift on US layouts
 DOWN_KEYS = ("-", "_")  # '_' is '-' with Shift held, so a held Shift does not matter
 BYPASS_KEYS = ("0", " ")
+MORE_KEYS = ("]", "}")  # expressiveness up ('}' is ']' with Shift)
+LESS_KEYS = ("[", "{")  # expressiveness down
+NEUTRAL_KEYS = ("n", "N")  # "this is my neutral face": the expressiveness estimate retakes it now
 ESC = "\x1b"
 CTRL_C = "\x03"  # arrives as a character only where it is not turned into SIGINT (Windows console, OpenCV window)
 QUIT_KEYS = ("q", ESC, CTRL_C)
-ALL_KEYS = frozenset((*EMOTION_BY_KEY, *UP_KEYS, *DOWN_KEYS, *BYPASS_KEYS, *QUIT_KEYS))
+ALL_KEYS = frozenset((*EMOTION_BY_KEY, *UP_KEYS, *DOWN_KEYS, *BYPASS_KEYS, *QUIT_KEYS, *MORE_KEYS, *LESS_KEYS,
+                      *NEUTRAL_KEYS))
 
-INTENSITY_STEPS = 10  # intensity moves in steps of 1/10 and is kept on that grid, so repeated presses never drift
+INTENSITY_STEPS = 10  # intensity (and expressiveness) move in steps of 1/10, kept on that grid: presses never drift
 GRID_TOLERANCE = 1e-6  # in tenths: a value this close to a tenth counts as on it
 READ_BYTES = 64  # one read of the terminal: a burst of typed keys or one escape sequence
 # The readers wake this often (seconds) to see whether to stop: close() then needs no extra file descriptors, works
@@ -45,43 +49,51 @@ JOIN_TIMEOUT_S = 1.0  # the reader threads are daemons: never let closing hang o
 # The key is recognised by what each platform reports unchanged while Ctrl and Alt are held:
 # X11: the character ('=' and '+' both step up, since '+' is unshifted on some layouts).
 GLOBAL_CHARS: dict[str, str] = {
-    **{key: key for key in (*EMOTION_BY_KEY, "0", "q", "-", "+")},
+    **{key: key for key in (*EMOTION_BY_KEY, "0", "q", "-", "+", "[", "]", "n")},
     "=": "+",
     "_": "-",
+    "{": "[",
+    "}": "]",
 }
-# Windows: the virtual-key code of the physical key (VK_0..VK_9, VK_Q, VK_OEM_PLUS, VK_OEM_MINUS).
+# Windows: the virtual-key code of the physical key (VK_0..VK_9, VK_Q, VK_OEM_PLUS, VK_OEM_MINUS, VK_OEM_4 and
+# VK_OEM_6 for the brackets, VK_N).
 WINDOWS_VKS: dict[int, str] = {
     **{0x30 + i: str(i) for i in range(10) if str(i) in ALL_KEYS},
     0x51: "q",
     0xBB: "+",
     0xBD: "-",
+    0xDB: "[",
+    0xDD: "]",
+    0x4E: "n",
 }
 # macOS: the ANSI key code (kVK_ANSI_*), since Option changes the character ('¡' for Option+1).
 MAC_VKS: dict[int, str] = {
     vk: key
     for vk, key in {
         0x12: "1", 0x13: "2", 0x14: "3", 0x15: "4", 0x17: "5", 0x16: "6", 0x1A: "7", 0x1C: "8", 0x19: "9",
-        0x1D: "0", 0x0C: "q", 0x18: "+", 0x1B: "-",
+        0x1D: "0", 0x0C: "q", 0x18: "+", 0x1B: "-", 0x21: "[", 0x1E: "]", 0x2D: "n",
     }.items()
     if key in ALL_KEYS
 }
-GLOBAL_HELP = "Ctrl+left Alt with 1..{n} emotion, = or - intensity, 0 bypass, Q quit"
+GLOBAL_HELP = ("Ctrl+left Alt with 1..{n} emotion, = or - intensity, [ or ] expressiveness, N neutral face, "
+               "0 bypass, Q quit")
 
 def describe_keys() -> str:
     """One line telling the user which keys do what."""
     emotions = ", ".join(f"{key} {name}" for key, name in EMOTION_BY_KEY.items())
-    return f"keys: {emotions}; +/- intensity; 0 or space bypass; q or Esc quit"
+    return (f"keys: {emotions}; +/- intensity; [/] expressiveness; n neutral face now; 0 or space bypass; "
+            "q or Esc quit")
 
 
-def _step_intensity(intensity: float, up: bool) -> float:
-    """The next tenth above (or below) `intensity`, clamped to [0, 1].
+def _step_tenth(value: float, up: bool, top: float = 1.0) -> float:
+    """The next tenth above (or below) `value`, clamped to [0, top].
 
     Counting in integer tenths keeps repeated presses on exact values (0.3, not 0.30000000000000004); an
     off-grid start such as 0.55 moves to 0.6 or 0.5. The tolerance absorbs float error in `intensity * 10`.
     """
-    tenths = intensity * INTENSITY_STEPS
+    tenths = value * INTENSITY_STEPS
     target = math.floor(tenths + GRID_TOLERANCE) + 1 if up else math.ceil(tenths - GRID_TOLERANCE) - 1
-    return min(INTENSITY_STEPS, max(0, target)) / INTENSITY_STEPS
+    return min(round(top * INTENSITY_STEPS), max(0, target)) / INTENSITY_STEPS
 
 
 def apply_key(state: ControlState, key: str) -> bool:
@@ -95,7 +107,11 @@ def apply_key(state: ControlState, key: str) -> bool:
     if key in EMOTION_BY_KEY:
         state.update(emotion=EMOTION_BY_KEY[key])
     elif key in UP_KEYS or key in DOWN_KEYS:
-        state.apply(lambda c: {"intensity": _step_intensity(c.intensity, up=key in UP_KEYS)})
+        state.apply(lambda c: {"intensity": _step_tenth(c.intensity, up=key in UP_KEYS)})
+    elif key in MORE_KEYS or key in LESS_KEYS:
+        state.apply(lambda c: {"expressiveness": _step_tenth(c.expressiveness, key in MORE_KEYS, MAX_EXPRESSIVENESS)})
+    elif key in NEUTRAL_KEYS:
+        state.apply(lambda c: {"neutral_takes": c.neutral_takes + 1})
     elif key in BYPASS_KEYS:
         state.apply(lambda c: {"bypass": not c.bypass})
     else:

@@ -56,6 +56,8 @@
     const rows = [
       [[`${numbers[0]}–${numbers[numbers.length - 1]}`], "emotion"],
       [[keys.up[0], keys.down[0]], "intensity ± 0.1"],
+      [[keys.less[0], keys.more[0]], "expressiveness ± 0.1"],
+      [[keys.neutral[0]], "this is my neutral face"],
       [keys.bypass.map((k) => (k === " " ? "Space" : k)), "bypass"],
     ];
     const list = $("keys");
@@ -152,8 +154,8 @@
   function onKey(event) {
     if (!keys || event.ctrlKey || event.metaKey || event.altKey) return;
     const key = event.key;
-    const stepping = keys.up.includes(key) || keys.down.includes(key);
-    if (!(key in keys.emotion_keys || stepping || keys.bypass.includes(key))) return;
+    const stepping = [keys.up, keys.down, keys.more, keys.less].some((group) => group.includes(key));
+    if (!(key in keys.emotion_keys || stepping || keys.bypass.includes(key) || keys.neutral.includes(key))) return;
     event.preventDefault(); // Space would scroll or press the focused control; +/- would zoom nothing useful
     if (event.repeat && !stepping) return; // holding 0 must not make bypass flicker
     sendKey(key);
