@@ -83,8 +83,8 @@ PROTOTYPES: dict[str, dict[str, float]] = {  # EMFACS, without the jaw drop (the
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0},
     "angry": {"AU4": 1.5, "AU5": 0.4, "AU7": 1.0, "AU23": 1.2},
-    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 1.0, "AU23": 0.8},  # AU23 rounds the mouth (not in EMFACS)
-    "fearful": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 1.0, "AU20": 1.0},
+    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 0.5, "AU23": 0.8},  # AU23 rounds the mouth (not in EMFACS)
+    "fearful": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 0.5, "AU20": 1.0},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.5, "AU15": 0.6},
     "contempt": {"AU12L": 1.0, "AU14L": 1.0},
 }

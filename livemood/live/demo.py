@@ -1,6 +1,8 @@
-"""The embedded default source: a real portrait (scikit-image's astronaut) with gentle head motion and a talking mouth.
+"""The embedded default source: a real portrait (scikit-image's astronaut) with gentle head motion and blinks.
 
-It needs no camera and no download, so `make demo` shows the filter on a fresh machine.
+It needs no camera and no download, so `make demo` shows the filter on a fresh machine. The mouth stays the photo's
+own (a relaxed, closed smile): a synthetic talking mouth on a still photo reads as a smear, not as speech, and the
+emotions are what the eye should judge here.
 """
 
 from __future__ import annotations
@@ -22,17 +24,15 @@ DEMO_SIZE = (512, 512)  # (width, height) of the output frames
 # Portrait geometry in the 512x512 source photo, measured once with mediapipe face mesh (pixels).
 CROP = (32.0, 0.0, 384.0)  # (x0, y0, side) of the square around the face that fills the output
 FACE_CENTRE = (224.0, 125.0)  # head rotation pivot
-MOUTH_CENTRE = (223.0, 146.0)  # midpoint between the inner lips
-MOUTH_WIDTH = 43.0  # corner to corner
-LIP_LINE_Y = 143.0  # inner upper lip: rows above it never move with the jaw
-CHIN_Y = 177.0
+# Each eye: outer and inner corner x, upper and lower lid y (landmarks 33/133/159/145 and 263/362/386/374).
+EYES = ((195.0, 213.0, 97.8, 104.4), (237.0, 256.0, 100.0, 106.5))
+LID_SKIN = 6.0  # pixels of lid skin above the upper lid that slide down with it
 
-# Motion, in source pixels and degrees.
+# Motion, in source pixels, degrees and seconds.
 HEAD_SHIFT = (5.0, 3.0)
 HEAD_TILT_DEG = 3.0
-MOUTH_OPEN_MAX = 7.0  # jaw drop at a fully open syllable
-SYLLABLE_HZ = 3.5  # syllables per second while "speaking"
-PHRASE_S, PAUSE_S = 2.2, 0.6  # speaking then silent, repeated
+BLINK_S = 0.16  # a blink closes and opens again in this long
+BLINK_EVERY_S = (3.1, 2.3, 4.2, 1.2, 3.6)  # the gaps between blinks, repeated: people blink irregularly
 
 
 def portrait() -> np.ndarray:
@@ -42,48 +42,50 @@ def portrait() -> np.ndarray:
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
 
 
-def mouth_opening(t: float) -> float:
-    """Jaw drop in source pixels at time t (s): syllables inside phrases, closed during pauses."""
-    phase = t % (PHRASE_S + PAUSE_S)
-    if phase > PHRASE_S:
-        return 0.0
-    envelope = math.sin(math.pi * phase / PHRASE_S) ** 0.5
-    return MOUTH_OPEN_MAX * envelope * max(0.0, math.sin(2 * math.pi * SYLLABLE_HZ * t)) ** 0.8
+def lid_closure(t: float) -> float:
+    """How far the eyes are closed at time t (s): 0 open, 1 shut, in brief irregular blinks."""
+    period = sum(BLINK_EVERY_S)
+    phase, start = t % period, 0.0
+    for gap in BLINK_EVERY_S:
+        start += gap
+        if start - BLINK_S <= phase < start:
+            return math.sin(math.pi * (phase - start + BLINK_S) / BLINK_S)
+    return 0.0
 
 
 class Portrait:
-    """Renders frame t of the animation; the jaw field is built once, each frame costs two small warps."""
+    """Renders frame t of the animation: the eyelids' warp is built once, each frame costs two small warps."""
 
     def __init__(self, size: tuple[int, int] = DEMO_SIZE) -> None:
         self.size = size
         self.image = portrait()
-        # The jaw region: a window around the mouth that is moved down as a whole (source pixels).
-        x0, x1 = int(MOUTH_CENTRE[0] - MOUTH_WIDTH), int(MOUTH_CENTRE[0] + MOUTH_WIDTH)
-        y0, y1 = int(LIP_LINE_Y - 4), int(CHIN_Y + 30)
+        x0 = int(min(e[0] for e in EYES) - 4)
+        x1 = int(max(e[1] for e in EYES) + 4)
+        y0 = int(min(e[2] for e in EYES) - LID_SKIN - 2)
+        y1 = int(max(e[3] for e in EYES) + 4)
         self.roi = (x0, y0, x1, y1)
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        across = np.exp(-(((xs - MOUTH_CENTRE[0]) / (0.75 * MOUTH_WIDTH)) ** 2))
-        # 0 above the lip line, 1 from the lower lip to the chin, fading to 0 below the chin.
-        down = np.clip((ys - LIP_LINE_Y) / 3.0, 0, 1) * np.clip((y1 - ys) / (y1 - CHIN_Y), 0, 1)
-        self.jaw_weight = across * down
         self.grid = (xs, ys)
-        dy, dx = (ys - MOUTH_CENTRE[1]), (xs - MOUTH_CENTRE[0]) / (0.36 * MOUTH_WIDTH)
-        self.cavity_shape = (dx, dy)
+        # Per pixel, how far (pixels) the lid moves it down at a full blink: the eye's opening from the upper lid's
+        # skin to the lower lid, rising over the skin above and falling to 0 just below the lower lid, where the
+        # eye's own pixels are pressed into a line.
+        self.opening = np.zeros_like(xs)
+        for outer, inner, upper, lower in EYES:
+            left, right = min(outer, inner), max(outer, inner)
+            across = np.clip(1.0 - (2.0 * (xs - 0.5 * (left + right)) / (right - left + 6.0)) ** 4, 0.0, 1.0)
+            down = np.clip((ys - (upper - LID_SKIN)) / LID_SKIN, 0.0, 1.0) * np.clip((lower + 2.0 - ys) / 2.0, 0.0,
+                                                                                      1.0)
+            self.opening = np.maximum(self.opening, across * down * (lower - upper))
 
     def render(self, t: float) -> np.ndarray:
         """(H, W, 3) uint8 BGR frame at time t seconds."""
-        src = self.image.copy()
-        opening = mouth_opening(t)
-        if opening > 0.2:
+        src = self.image
+        closure = lid_closure(t)
+        if closure > 0.0:
+            src = self.image.copy()
             x0, y0, x1, y1 = self.roi
             xs, ys = self.grid
-            jaw = cv2.remap(self.image, xs, ys - opening * self.jaw_weight, cv2.INTER_LINEAR)
-            # The mouth interior shows between the lips as they part: a soft dark ellipse.
-            dx, dy = self.cavity_shape
-            half = opening / 2 + 0.5
-            inside = np.clip(1.5 - np.hypot(dx, (dy - opening / 2) / half), 0, 1)[..., None]
-            cavity = np.array([30, 25, 60], np.float32)  # dark red-brown, BGR
-            src[y0:y1, x0:x1] = (jaw * (1 - inside) + cavity * inside).astype(np.uint8)
+            src[y0:y1, x0:x1] = cv2.remap(self.image, xs, ys - closure * self.opening, cv2.INTER_LINEAR)
         return cv2.warpAffine(src, self._head_matrix(t), self.size, flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REFLECT)
 
