@@ -1,8 +1,11 @@
-"""Make the README's emotion grid: rows are emotions, columns intensities, all on one frame of a real clip.
+"""Make the README's emotion figures, on one frame of a real clip each.
 
-    .venv/bin/python tools/emotion_grid.py [--source ../shared/media/talk_d.mp4] [--frame 20] [--out docs/...]
+    .venv/bin/python tools/emotion_grid.py [--source ../shared/media/talk_a.mp4] [--frame 40] [--out docs/...]
+    .venv/bin/python tools/emotion_grid.py --actor [--mead ../shared/media/mead] [--out docs/beside_actor.jpg]
 
-Each cell runs the warp engine on the same frame for long enough that its 200 ms ramp has settled.
+The grid: rows are emotions, columns intensities. `--actor`: rows are emotions, the real actor's take beside ours
+made from his neutral take of the same sentence at intensity 1 (same frame index). Each of our cells runs the warp
+engine on its frame long enough that the ramp has settled.
 """
 
 from __future__ import annotations
@@ -35,11 +38,14 @@ def frames_until(path: Path, index: int) -> list[np.ndarray]:
     raise SystemExit(f"{path} has only {len(out)} frames")
 
 
-def cell(frame: np.ndarray, face: Face, emotion: str, intensity: float) -> np.ndarray:
-    engine = WarpEngine()
-    for i in range(SETTLE_FRAMES):
-        stamped = replace(face, presence=1.0, timestamp_ms=face.timestamp_ms + 40 * i)
-        out = engine.process(frame, stamped, None, Controls(emotion, intensity))
+def cell(frame: np.ndarray, face: Face, emotion: str | None, intensity: float = 0.0) -> np.ndarray:
+    """The face of `frame` (through the engine unless `emotion` is None), cut square and scaled to CELL_PX."""
+    out = frame
+    if emotion is not None:
+        engine = WarpEngine()
+        for i in range(SETTLE_FRAMES):
+            stamped = replace(face, presence=1.0, timestamp_ms=face.timestamp_ms + 40 * i)
+            out = engine.process(frame, stamped, None, Controls(emotion, intensity))
     x0, y0, x1, y1 = face.box
     side = 1.25 * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -54,26 +60,53 @@ def label(text: str, width: int, height: int) -> np.ndarray:
     return img
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media/talk_d.mp4")
-    p.add_argument("--frame", type=int, default=20)
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs/emotion_grid.jpg")
-    args = p.parse_args()
-    frames = frames_until(args.source, args.frame)
+def tracked_frame(path: Path, index: int) -> tuple[np.ndarray, Face]:
+    frames = frames_until(path, index)
     with FaceTracker() as tracker:
         faces = [tracker.track(f, 40 * i) for i, f in enumerate(frames)]
-    frame, face = frames[-1], faces[-1]
-    if face is None:
-        raise SystemExit(f"no face in frame {args.frame} of {args.source}")
+    if faces[-1] is None:
+        raise SystemExit(f"no face in frame {index} of {path}")
+    return frames[-1], faces[-1]
+
+
+def beside_actor(mead: Path, index: int) -> np.ndarray:
+    """Rows: each emotion of M030, his real take | ours from his neutral take, intensity 1."""
+    names = {"happy": "happy", "sad": "sad", "angry": "angry", "surprised": "surprised", "fearful": "fear",
+             "disgusted": "disgusted", "contempt": "contempt"}
+    frame, face = tracked_frame(mead / "M030_front_neutral_level1_001.mp4", index)
+    rows = [np.hstack([label("", LABEL_PX, 30), label("real actor", CELL_PX, 30), label("ours, from neutral", CELL_PX,
+                                                                                          30)])]
+    for emotion, name in names.items():
+        real, real_face = tracked_frame(mead / f"M030_front_{name}_level3_001.mp4", index)
+        rows.append(np.hstack([label(emotion, LABEL_PX, CELL_PX), cell(real, real_face, None),
+                               cell(frame, face, emotion, 1.0)]))
+    return np.vstack(rows)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    media = Path(__file__).resolve().parents[2] / "shared/media"
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    p.add_argument("--source", type=Path, default=media / "talk_a.mp4")
+    p.add_argument("--frame", type=int, default=40)
+    p.add_argument("--actor", action="store_true", help="the real actor beside ours instead of the grid")
+    p.add_argument("--mead", type=Path, default=media / "mead")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    out = args.out or docs / ("beside_actor.jpg" if args.actor else "emotion_grid.jpg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.actor:
+        cv2.imwrite(str(out), beside_actor(args.mead, args.frame), [cv2.IMWRITE_JPEG_QUALITY, 88])
+        print(f"wrote {out}")
+        return
+    frame, face = tracked_frame(args.source, args.frame)
     header = np.hstack([label("", LABEL_PX, 30)] + [label(f"intensity {i:g}", CELL_PX, 30) for i in INTENSITIES])
     rows = [header]
     for emotion in EMOTIONS:
         cells = [cell(frame, face, emotion, i) for i in INTENSITIES]
         rows.append(np.hstack([label(emotion, LABEL_PX, CELL_PX), *cells]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 88])
-    print(f"wrote {args.out}")
+    cv2.imwrite(str(out), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
