@@ -198,3 +198,13 @@ def test_paired_dataset_without_pairs_raises(neutral: TrainingClip, happy: Train
                                   ClipInfo(happy.info.path, "P1", "happy", 2, "002"))
     with pytest.raises(ValueError, match="same person and sentence"):
         TalkingFaceDataset([neutral, other_sentence], paired=True)
+
+
+def test_mead_clips_named_in_one_folder_pair_up(media: Path) -> None:
+    """The shared MEAD clips (person_front_emotion_levelN_sentence.mp4) give one neutral/emotion group."""
+    from livemood.training.data import paired_takes
+
+    pairs = paired_takes(scan(media / "mead"))
+    assert list(pairs) == [("M030", "001")]
+    takes = pairs[("M030", "001")]
+    assert set(takes) == set(EMOTIONS) and takes["fearful"].name == "M030_front_fear_level3_001.mp4"

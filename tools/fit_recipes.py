@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from livemood.face.align import FaceFrame, face_frame, to_face_units
 from livemood.face.tracker import FaceTracker
-from livemood.training.data import scan
+from livemood.training.data import paired_takes, scan
 from livemood.video import VideoReader
 
 # Landmarks fixed to the skull: eye corners, the nose from bridge to tip, the temples beside the eyes.
@@ -183,20 +183,14 @@ def mirror_map(shape: np.ndarray) -> np.ndarray:
 
 
 def fit(data: Path) -> dict[str, object]:
-    takes: dict[tuple[str, str], dict[str, tuple[int, Path]]] = defaultdict(dict)
-    for clip in scan(data):
-        if clip.emotion is not None and clip.level is not None:
-            best = takes[(clip.person, clip.sentence)].get(clip.emotion)
-            if best is None or clip.level > best[0]:
-                takes[(clip.person, clip.sentence)][clip.emotion] = (clip.level, clip.path)
-    pairs = {k: v for k, v in takes.items() if "neutral" in v and len(v) > 1}
+    pairs = paired_takes(scan(data))
     if not pairs:
         raise SystemExit(f"no neutral/emotion pairs in {data}")
     moves: dict[str, list[np.ndarray]] = defaultdict(list)
     jaws: dict[str, list[float]] = defaultdict(list)
     neutral_shapes = []
-    for (person, sentence), by_emotion in tqdm(sorted(pairs.items()), desc="pairs", unit="pair"):
-        neutral = track(by_emotion["neutral"][1])
+    for (person, sentence), by_emotion in tqdm(pairs.items(), desc="pairs", unit="pair"):
+        neutral = track(by_emotion["neutral"])
         reference = neutral[0]
         for _ in range(3):  # the reference converges to the take's mean shape in a few rounds
             reference = frontal(align(neutral, reference).mean(axis=0))
@@ -205,7 +199,7 @@ def fit(data: Path) -> dict[str, object]:
         opening = np.linalg.norm(base[:, UPPER_INNER_LIP] - base[:, LOWER_INNER_LIP], axis=1)  # (F,)
         jaw_basis = speech_basis(base, opening)
         neutral_shapes.append(base.mean(axis=0))
-        for emotion, (_, path) in by_emotion.items():
+        for emotion, path in by_emotion.items():
             if emotion == "neutral":
                 continue
             shapes = face_units(track(path), reference, frame)

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +25,15 @@ from livemood.evaluation.reference import compare_with_reference
 from livemood.evaluation.videos import evaluate_videos, load_classifier
 from livemood.live.pipeline import assemble
 from livemood.live.stats import StageTimes
-from livemood.training.data import scan
+from livemood.training.data import paired_takes, scan
 
 EMOTIONS = ("happy", "sad", "surprised", "angry", "fearful", "disgusted")
 
 
 def pairs(data: Path) -> list[tuple[str, Path, dict[str, Path]]]:
     """(name, neutral take, {emotion: take at the strongest level}) per person and sentence."""
-    takes: dict[tuple[str, str], dict[str, tuple[int, Path]]] = defaultdict(dict)
-    for clip in scan(data):
-        if clip.emotion is not None and clip.level is not None:
-            best = takes[(clip.person, clip.sentence)].get(clip.emotion)
-            if best is None or clip.level > best[0]:
-                takes[(clip.person, clip.sentence)][clip.emotion] = (clip.level, clip.path)
-    found = []
-    for (person, sentence), by_emotion in sorted(takes.items()):
-        if "neutral" in by_emotion:
-            emotional = {e: path for e, (_, path) in by_emotion.items() if e != "neutral"}
-            found.append((f"{person}/{sentence}", by_emotion["neutral"][1], emotional))
-    return found
+    return [(f"{person}/{sentence}", takes["neutral"], {e: path for e, path in takes.items() if e != "neutral"})
+            for (person, sentence), takes in paired_takes(scan(data)).items()]
 
 
 def render(source: Path, output: Path, engine: str, emotion: str, intensity: float) -> None:

@@ -103,6 +103,20 @@ def scan(root: Path) -> list[ClipInfo]:
     return [info for info in (_parse(root, p) for p in paths) if info is not None]
 
 
+def paired_takes(clips: Sequence[ClipInfo]) -> dict[tuple[str, str], dict[str, Path]]:
+    """Per (person, sentence) that has a neutral take and another emotion: each emotion's take at its strongest
+    level (MEAD records levels 1-3), for judging or fitting against real actors."""
+    best: dict[tuple[str, str], dict[str, tuple[int, Path]]] = {}
+    for clip in clips:
+        if clip.emotion is None or clip.level is None:
+            continue
+        takes = best.setdefault((clip.person, clip.sentence), {})
+        if clip.emotion not in takes or clip.level > takes[clip.emotion][0]:
+            takes[clip.emotion] = (clip.level, clip.path)
+    return {key: {emotion: path for emotion, (_, path) in takes.items()} for key, takes in sorted(best.items())
+            if "neutral" in takes and len(takes) > 1}
+
+
 def cache_path(info: ClipInfo, cache_dir: Path) -> Path:
     """The cache file for a clip: named from a hash of its resolved path, size and modification time (so a
     changed video is redone) and its labels (so two links to one video under different labels stay apart)."""
