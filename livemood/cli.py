@@ -155,13 +155,13 @@ def cmd_run(argv: Sequence[str]) -> int:
                         watchers=watchers, on_status=on_status)
     with contextlib.ExitStack() as running:
         if server is not None:
+            server.set_status(engine=pipeline.engine.name)  # before the address is printed: the first GET has it
             try:
                 server.start()  # after assemble: a bad source is still the only line the user sees
             except BaseException:
                 pipeline.abort()
                 raise
             running.callback(server.close)
-            server.set_status(engine=pipeline.engine.name)
         running.enter_context(TerminalKeys(controls, stop.set))
         running.enter_context(GlobalKeys(controls, stop.set))
         result = pipeline.run()
