@@ -26,11 +26,14 @@ from livemood.config import (
     DEFAULT_LOOKAHEAD,
     EMOTIONS,
     ENGINES,
+    EXIT_FAILED,
+    EXIT_USAGE,
     LOOKAHEADS,
     AudioConfig,
     Controls,
     OutputConfig,
     RunConfig,
+    RunError,
     Schedule,
     SourceConfig,
     UsageError,
@@ -44,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livemood")
 
-EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -405,6 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         sys.stderr.write(f"livemood: error: {e}\n")
         return EXIT_USAGE
+    except RunError as e:
+        sys.stderr.write(f"livemood: error: {e}\n")
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -39,8 +39,20 @@ KEYFRAME_TOLERANCE_S = 1e-6
 RAMP_TIME_S = 0.2  # a change of emotion, intensity or bypass takes at most this long, unless a keyframe says otherwise
 
 
+# Exit statuses, documented in `livemood --help` and the README; a scripted batch tells the cases apart.
+EXIT_OK = 0
+EXIT_FAILED = 1  # a device, disk or output failed during the run (RunError): one line, no half-written file
+EXIT_USAGE = 2  # bad input: arguments, a source that is not a video, weights that are refused (UsageError)
+EXIT_SOURCE_DAMAGED = 3  # a file source ended early or had damaged packets: the output holds what could be read
+EXIT_SIGNAL_BASE = 128  # stopped by a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143); no output
+
+
 class UsageError(Exception):
     """A problem with what the user asked for: reported as one line on stderr, exit status 2."""
+
+
+class RunError(Exception):
+    """A device, disk or file failing during a run: reported as one line on stderr, exit status 1."""
 
 
 class SourceKind(enum.Enum):
