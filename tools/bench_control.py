@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
+from bench_face import canvases  # a sibling tool: scripts in tools/ run with tools/ on sys.path
 
 from livemood.config import Controls
 from livemood.controls import ControlState
@@ -46,25 +46,6 @@ while chunk := response.read1(65536):
         print("ready", flush=True)
         first = False
 """
-
-
-def load_frames(source: Path, limit: int) -> list[np.ndarray]:
-    """The clip's frames resized to SIZE's height and centred on a black SIZE canvas, like a webcam frame."""
-    width, height = SIZE
-    frames = []
-    with av.open(str(source)) as container:
-        for frame in container.decode(container.streams.video[0]):
-            img = frame.to_ndarray(format="bgr24")
-            scale = min(height / img.shape[0], width / img.shape[1])
-            img = cv2.resize(img, (round(img.shape[1] * scale), round(img.shape[0] * scale)),
-                             interpolation=cv2.INTER_AREA)
-            canvas = np.zeros((height, width, 3), np.uint8)
-            y0, x0 = (height - img.shape[0]) // 2, (width - img.shape[1]) // 2
-            canvas[y0:y0 + img.shape[0], x0:x0 + img.shape[1]] = img
-            frames.append(canvas)
-            if len(frames) >= limit:
-                break
-    return frames
 
 
 def blur_work(frame: np.ndarray, _: int) -> None:
@@ -108,7 +89,7 @@ def main() -> None:
     if args.cv_threads is not None:
         cv2.setNumThreads(args.cv_threads)
 
-    frames = load_frames(args.source, 300)
+    frames, _ = canvases(args.source, *SIZE, limit=300)  # webcam-like frames: the clip centred on SIZE
     tracker = None
     if args.work == "face":
         from livemood.face import FaceTracker
