@@ -48,12 +48,13 @@ class Episode:
     def active(self) -> bool:
         return self.since is not None
 
-    def start(self, msg: str, *args: object, level: int = logging.WARNING) -> bool:
+    def start(self, msg: str, *args: object, level: int = logging.WARNING, at: float | None = None) -> bool:
         """Enter the episode (no-op while in it); logs `msg % args` unless one was told under `quiet_s` ago.
-        Returns whether this call started it."""
+        `at` is the time in s (default: now; a file's own timeline works too). Returns whether this call started
+        it."""
         if self.since is not None:
             return False
-        t = now()
+        t = now() if at is None else at
         self.since = t
         self.count += 1
         self._told = t - self._last_told >= self.quiet_s
@@ -62,13 +63,13 @@ class Episode:
             self._log.log(level, msg, *args)
         return True
 
-    def end(self, msg: str, *args: object, level: int = logging.INFO) -> bool:
+    def end(self, msg: str, *args: object, level: int = logging.INFO, at: float | None = None) -> bool:
         """Leave the episode (no-op when not in one); logs `msg % args` and "after N s" if its start was told.
         Returns whether this call ended it."""
         if self.since is None:
             return False
         if self._told:
-            self._log.log(level, f"{msg} after %.1f s", *args, now() - self.since)
+            self._log.log(level, f"{msg} after %.1f s", *args, (now() if at is None else at) - self.since)
         self.since = None
         return True
 
