@@ -26,6 +26,7 @@ NATIVE_NOISE = re.compile(
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
     rb"|INFO: "  # TensorFlow Lite's informational lines ("Created TensorFlow Lite XNNPACK delegate for CPU.")
     rb"|Expression '.*' failed in 'src/hostapi/"  # PortAudio's internal checks: livemood reports the device itself
+    rb"|ALSA lib "  # alsa-lib on a lost device (PulseAudio's plugin: "Unable to create stream"), reported likewise
 )
 DRAIN_TIMEOUT_S = 1.0  # at exit, how long the filter may take to pass on what native code wrote last
 

@@ -26,6 +26,7 @@ from livemood.audio.delayed_out import DEAD_BAND_S, DelayedAudioOut, DelayLine
 from livemood.audio.files import resample
 from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, AudioUnavailable, MelBuffer, mel_window, melspectrogram
 from livemood.audio.microphone import Microphone
+from livemood.engines import PassthroughEngine
 from livemood.frames import now
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
@@ -294,3 +295,72 @@ def test_delay_line_slews_and_crossfades_without_clicks(out_rate: int) -> None:
     line = DelayLine(0.2, out_rate)
     simulate(line, source, 3.5, {3.0: 0.23})
     assert 0.2 + 0.005 < line.applied_delay_s < 0.2 + 0.5 * 0.02 + 0.001
+
+
+class NeedsAudio(PassthroughEngine):
+    """Passes frames through, noting whether each came with its mel window (an engine that needs speech)."""
+
+    needs_audio = True
+
+    def __init__(self) -> None:
+        self.windows: list[bool] = []
+
+    def process(self, frame: np.ndarray, face: object, audio: np.ndarray | None, controls: object) -> np.ndarray:
+        self.windows.append(audio is not None)
+        return frame
+
+
+def null_sinks() -> list[str]:
+    modules = subprocess.run(["pactl", "list", "short", "modules"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in modules.splitlines() if "module-null-sink" in line]
+
+
+def test_microphone_source_gone_and_back_keeps_video_flowing(pulse: Path, monkeypatch, caplog) -> None:
+    # With every PulseAudio source gone the stream dies (with another left, PulseAudio moves it there itself).
+    import logging
+    import threading
+
+    from livemood.audio.feed import AudioFeed
+    from livemood.config import Controls
+    from livemood.controls import ControlState
+    from livemood.live.pipeline import Pipeline
+    from livemood.live.sources import CameraSource
+    from livemood.live.stats import StageTimes
+
+    from .test_faults import Stamps
+
+    mic = open_microphone(monkeypatch, f"{MIC_SINK}.monitor")
+    engine = NeedsAudio()
+    source = CameraSource(str(MEDIA / "talk_e.mp4"), fps=25.0)
+    t_start = now()
+    back_at: list[float] = []
+
+    def unplug_and_replug() -> None:
+        for module in null_sinks():
+            subprocess.run(["pactl", "unload-module", module], check=True)
+        time.sleep(2.0)
+        for name, rate in ((MIC_SINK, 48000), (OUT_SINK, 44100)):
+            subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}"],
+                           check=True, capture_output=True)
+
+    def until() -> bool:
+        if not back_at and mic.outage.count and not mic.outage.active:
+            back_at.append(now())
+        return (bool(back_at) and now() - back_at[0] > 1.0) or now() - t_start > 25
+
+    sink = Stamps(until)
+    plug = threading.Timer(1.0, unplug_and_replug)
+    plug.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="livemood.audio.microphone"):
+            Pipeline(source, engine, [sink], ControlState(Controls()), StageTimes(), paced=True,
+                     audio=AudioFeed(microphone=mic)).run()
+    finally:
+        plug.join()
+        if len(null_sinks()) < 2:  # the other tests need their sinks back
+            unplug_and_replug()
+    assert back_at, "the microphone came back"
+    sink.assert_flowing()  # video never waited on the lost microphone
+    lines = [m for m in (r.getMessage() for r in caplog.records) if "gives no audio" in m or "is back" in m]
+    assert len(lines) == 2 and lines[1].startswith("microphone 'pulse' is back after "), lines
+    assert not all(engine.windows) and engine.windows[-1], "frames went without audio while it was gone, then with"

@@ -191,7 +191,8 @@ class Pipeline:
                 self._report()
 
     def _take_ready(self, held: deque[Frame]) -> tuple[Frame, np.ndarray | None] | None:
-        """The oldest held frame with its audio window once that audio has arrived (or waited too long)."""
+        """The oldest held frame with its audio window once that audio has arrived (or waited too long, or the
+        microphone is lost)."""
         if not held:
             return None
         if not self._uses_audio:
@@ -199,7 +200,7 @@ class Pipeline:
         assert self.audio is not None
         frame = held[0]
         window = self.audio.window(frame.time_s)
-        if window is None and now() - frame.t_capture < self.audio.wait_s + MAX_EXTRA_WAIT_S:
+        if window is None and not self.audio.stalled and now() - frame.t_capture < self.audio.wait_s + MAX_EXTRA_WAIT_S:
             return None
         return held.popleft(), window
 
