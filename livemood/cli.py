@@ -38,6 +38,7 @@ from livemood.config import (
     SourceConfig,
     UsageError,
 )
+from livemood.logs import quiet_native_stderr
 
 if TYPE_CHECKING:
     from livemood.controls import ControlState
@@ -111,6 +112,8 @@ def _schedule(args: argparse.Namespace, controls: Controls) -> Schedule | None:
 def _setup_logging(verbose: bool) -> None:
     # OpenCV warns on stderr for every camera index it fails to open; those failures are ours to report.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if not verbose:  # mediapipe's native code logs to fd 2 where no logging setting reaches: filter it there
+        quiet_native_stderr()
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 

@@ -375,7 +375,7 @@ def test_global_keys_degrade_without_pynput(caplog: pytest.LogCaptureFixture,
     # None in sys.modules makes `import pynput` fail as if it were not installed, whether it is or not.
     monkeypatch.setitem(sys.modules, "pynput", None)
     state = state_at()
-    with caplog.at_level(logging.INFO, logger="livemood.live.keys"), GlobalKeys(state, lambda: None) as keys:
+    with caplog.at_level(logging.DEBUG, logger="livemood.live.keys"), GlobalKeys(state, lambda: None) as keys:
         assert not keys.active
     keys.close()  # safe twice
     lines = [r.getMessage() for r in caplog.records if r.name == "livemood.live.keys"]
@@ -393,7 +393,7 @@ def test_global_keys_degrade_without_a_display(caplog: pytest.LogCaptureFixture,
     fake = types.ModuleType("pynput")
     fake.__getattr__ = no_backend  # type: ignore[method-assign]
     monkeypatch.setitem(sys.modules, "pynput", fake)
-    with caplog.at_level(logging.INFO, logger="livemood.live.keys"), GlobalKeys(state_at(), lambda: None) as keys:
+    with caplog.at_level(logging.DEBUG, logger="livemood.live.keys"), GlobalKeys(state_at(), lambda: None) as keys:
         assert not keys.active
     lines = [r.getMessage() for r in caplog.records if r.name == "livemood.live.keys"]
     assert len(lines) == 1

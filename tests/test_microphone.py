@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ctypes.util
 import itertools
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,11 +24,13 @@ from livemood.audio.delayed_out import DEAD_BAND_S, DelayedAudioOut, DelayLine
 from livemood.audio.files import resample
 from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, AudioUnavailable, MelBuffer, mel_window, melspectrogram
 from livemood.audio.microphone import Microphone
+from livemood.engines import PassthroughEngine
 from livemood.frames import now
+
+from .pulse import MIC_SINK, NULL_SINKS, OUT_SINK, missing_tools, private_pulseaudio
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 SPEECH = MEDIA / "speech_en_16k.wav"
-MIC_SINK, OUT_SINK = "livemood_mic", "livemood_out"
 START_TIMEOUT_S = 10.0  # PortAudio's ALSA "pulse" device can take 1-2 s to deliver its first block
 
 
@@ -51,51 +51,20 @@ def write_wav(path: Path, x: np.ndarray) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private PulseAudio server (works as root, without a session bus or stdin) with two null sinks."""
-    missing = [tool for tool in ("pulseaudio", "pactl", "paplay") if shutil.which(tool) is None]
+def pulse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The private PulseAudio server of `tests.pulse`, as this module's PULSE_SERVER."""
+    missing = missing_tools()
     if missing:
         pytest.skip(f"PulseAudio not found ({', '.join(missing)}): apt-get install pulseaudio pulseaudio-utils")
     if ctypes.util.find_library("portaudio") is None:
         pytest.skip("PortAudio not found: apt-get install libportaudio2")
-    root = tmp_path_factory.mktemp("pulse")
-    socket = root / "native"
-    env = dict(os.environ, HOME=str(root), PULSE_RUNTIME_PATH=str(root / "run"), PULSE_STATE_PATH=str(root / "state"))
-    command = [
-        "pulseaudio",
-        "--daemonize=no",
-        "-n",  # no default.pa: no hardware detection, no idle suspension
-        "--exit-idle-time=-1",
-        "--disallow-exit",
-        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
-        f"--load=module-null-sink sink_name={MIC_SINK} rate=48000",
-        f"--load=module-null-sink sink_name={OUT_SINK} rate=44100",
-    ]
-    log_path = root / "pulseaudio.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     patch = pytest.MonkeyPatch()
-    patch.setenv("PULSE_SERVER", f"unix:{socket}")
+    patch.delenv("PULSE_SERVER", raising=False)  # restored afterwards: private_pulseaudio sets it
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"pulseaudio did not start: {log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
-        # Whatever imported sounddevice first (mediapipe does) made PortAudio list devices before this server
-        # existed: rescan so its "pulse" device is found.
-        import sounddevice as sd
-
-        sd._terminate()
-        sd._initialize()
-        yield socket
+        with private_pulseaudio(tmp_path_factory.mktemp("pulse")) as server:
+            yield server
     finally:
         patch.undo()
-        server.terminate()
-        try:
-            server.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def open_microphone(monkeypatch: pytest.MonkeyPatch, source: str, ring_s: float = 8.0) -> Microphone:
@@ -147,7 +116,7 @@ def test_missing_device_is_audio_unavailable(pulse: Path) -> None:
         Microphone("no such microphone")
 
 
-def test_microphone_records_speech_on_the_pipeline_clock(pulse: Path, tmp_path: Path, monkeypatch) -> None:
+def test_microphone_records_speech_on_the_pipeline_clock(pulse: str, tmp_path: Path, monkeypatch) -> None:
     speech = load_speech(5.0, 6.0)
     clip = write_wav(tmp_path / "speech.wav", speech)
     with open_microphone(monkeypatch, f"{MIC_SINK}.monitor") as mic:
@@ -189,7 +158,7 @@ def test_microphone_records_speech_on_the_pipeline_clock(pulse: Path, tmp_path: 
     assert abs(max(shifts, key=shifts.get)) <= 1  # aligned within one mel frame
 
 
-def test_a_slow_consumer_loses_old_audio_as_a_stamped_gap(pulse: Path, monkeypatch, caplog) -> None:
+def test_a_slow_consumer_loses_old_audio_as_a_stamped_gap(pulse: str, monkeypatch, caplog) -> None:
     with open_microphone(monkeypatch, f"{MIC_SINK}.monitor", ring_s=0.5) as mic:
         time.sleep(1.5)  # the consumer stalls for three times the ring
         blocks = mic.read()
@@ -208,7 +177,7 @@ def test_a_slow_consumer_loses_old_audio_as_a_stamped_gap(pulse: Path, monkeypat
     assert t_read - 0.2 < t_last + last.size / SAMPLE_RATE <= t_read
 
 
-def test_delayed_audio_out_plays_after_the_set_delay(pulse: Path, tmp_path: Path, monkeypatch) -> None:
+def test_delayed_audio_out_plays_after_the_set_delay(pulse: str, tmp_path: Path, monkeypatch) -> None:
     speech = load_speech(20.0, 9.0)
     clip = write_wav(tmp_path / "speech.wav", speech)
     first_delay, second_delay, switch_s = 0.3, 0.5, 4.5
@@ -294,3 +263,72 @@ def test_delay_line_slews_and_crossfades_without_clicks(out_rate: int) -> None:
     line = DelayLine(0.2, out_rate)
     simulate(line, source, 3.5, {3.0: 0.23})
     assert 0.2 + 0.005 < line.applied_delay_s < 0.2 + 0.5 * 0.02 + 0.001
+
+
+class NeedsAudio(PassthroughEngine):
+    """Passes frames through, noting whether each came with its mel window (an engine that needs speech)."""
+
+    needs_audio = True
+
+    def __init__(self) -> None:
+        self.windows: list[bool] = []
+
+    def process(self, frame: np.ndarray, face: object, audio: np.ndarray | None, controls: object) -> np.ndarray:
+        self.windows.append(audio is not None)
+        return frame
+
+
+def null_sinks() -> list[str]:
+    modules = subprocess.run(["pactl", "list", "short", "modules"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in modules.splitlines() if "module-null-sink" in line]
+
+
+def test_microphone_source_gone_and_back_keeps_video_flowing(pulse: str, monkeypatch, caplog) -> None:
+    # With every PulseAudio source gone the stream dies (with another left, PulseAudio moves it there itself).
+    import logging
+    import threading
+
+    from livemood.audio.feed import AudioFeed
+    from livemood.config import Controls
+    from livemood.controls import ControlState
+    from livemood.live.pipeline import Pipeline
+    from livemood.live.sources import CameraSource
+    from livemood.live.stats import StageTimes
+
+    from .test_faults import Stamps
+
+    mic = open_microphone(monkeypatch, f"{MIC_SINK}.monitor")
+    engine = NeedsAudio()
+    source = CameraSource(str(MEDIA / "talk_e.mp4"), fps=25.0)
+    t_start = now()
+    back_at: list[float] = []
+
+    def unplug_and_replug() -> None:
+        for module in null_sinks():
+            subprocess.run(["pactl", "unload-module", module], check=True)
+        time.sleep(2.0)
+        for name, rate in NULL_SINKS.items():
+            subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}", f"rate={rate}"],
+                           check=True, capture_output=True)
+
+    def until() -> bool:
+        if not back_at and mic.outage.count and not mic.outage.active:
+            back_at.append(now())
+        return (bool(back_at) and now() - back_at[0] > 1.0) or now() - t_start > 25
+
+    sink = Stamps(until)
+    plug = threading.Timer(1.0, unplug_and_replug)
+    plug.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="livemood.audio.microphone"):
+            Pipeline(source, engine, [sink], ControlState(Controls()), StageTimes(), paced=True,
+                     audio=AudioFeed(microphone=mic)).run()
+    finally:
+        plug.join()
+        if len(null_sinks()) < 2:  # the other tests need their sinks back
+            unplug_and_replug()
+    assert back_at, "the microphone came back"
+    sink.assert_flowing()  # video never waited on the lost microphone
+    lines = [m for m in (r.getMessage() for r in caplog.records) if "gives no audio" in m or "is back" in m]
+    assert len(lines) == 2 and lines[1].startswith("microphone 'pulse' is back after "), lines
+    assert not all(engine.windows) and engine.windows[-1], "frames went without audio while it was gone, then with"

@@ -41,6 +41,11 @@ class AudioFeed:
         return self.microphone is not None
 
     @property
+    def stalled(self) -> bool:
+        """The microphone is lost and being reopened: live frames should not wait for its audio."""
+        return self.microphone is not None and self.microphone.outage.active
+
+    @property
     def wait_s(self) -> float:
         """How long after its time a live frame's window becomes available (the look-ahead), in seconds."""
         return self.lookahead.added_latency_ms / 1e3 if self.live else 0.0

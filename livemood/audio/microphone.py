@@ -4,6 +4,8 @@ PortAudio (through sounddevice) calls `Microphone._callback` on its own thread f
 callback only copies the samples into a fixed ring and notes when they were captured. `read()` runs on the
 consumer's thread: it takes everything captured so far, turns the stamps into one smooth timeline, and
 resamples from the device's rate to 16 kHz. Nothing is dropped unless the consumer falls `ring_s` behind.
+A watchdog thread notices a device that stops delivering (unplugged, its PulseAudio source gone) and reopens it
+with back-off, so the consumer never waits on a device.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from livemood.audio.files import StreamResampler
 from livemood.audio.mel import SAMPLE_RATE, AudioUnavailable
 from livemood.audio.portaudio import ClockAnchor, load_sounddevice, resolve_device
 from livemood.frames import now
+from livemood.logs import Episode
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RING_S = 8.0  # s of device audio the ring holds while the consumer is busy
 DEFAULT_LATENCY = "low"  # PortAudio's latency hint: small device blocks keep the stamps tight
+SILENT_S = 1.5  # s without a device block before the microphone counts as lost (blocks come every ~10 ms;
+# 0.2 s gaps are common under load, and PulseAudio moving a stream to another source pauses it ~1 s)
+FIRST_BLOCK_S = 5.0  # s a newly opened stream may take for its first block (PulseAudio through ALSA: 1-2 s)
+WATCH_S = 0.1  # s between the watchdog's checks
+REOPEN_S = (0.5, 4.0)  # first and longest wait between reopen attempts of a lost microphone
 
 
 class Microphone:
@@ -60,27 +68,75 @@ class Microphone:
         self._anchored = 0  # sample index of the latest anchor reading
         self._resampler = StreamResampler(self.rate, SAMPLE_RATE)
         self._closed = False
-        self._stream = None
+        self._sd, self._index, self._latency = sd, info["index"], latency
+        self._last_block = 0.0  # pipeline-clock time of the latest device block; 0 before the first
+        self.outage = Episode(log)  # the device delivering nothing
+        self._stream: Any | None = self._open_stream()
+        self._opened = now()
+        log.info("microphone %r at %.0f Hz, input latency %.1f ms", self.device_name, self.rate, 1e3 * self._latency_s)
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="microphone-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _open_stream(self) -> Any:
+        """A started PortAudio input stream on the device; raises AudioUnavailable if it cannot open."""
+        sd, stream = self._sd, None
         try:
-            self._stream = sd.InputStream(
-                device=info["index"],
+            stream = sd.InputStream(
+                device=self._index,
                 channels=1,
                 samplerate=self.rate,
                 dtype="float32",
-                latency=latency,
+                latency=self._latency,
                 callback=self._callback,
             )
-            self._latency_s = float(self._stream.latency)  # s from capture to the callback, PortAudio's estimate
-            self._stream.start()
+            self._latency_s = float(stream.latency)  # s from capture to the callback, PortAudio's estimate
+            stream.start()
         except sd.PortAudioError as e:
-            if self._stream is not None:
-                self._stream.close()
+            if stream is not None:
+                stream.close()
             raise AudioUnavailable(f"cannot open microphone {self.device_name!r}: {e}") from e
-        log.info("microphone %r at %.0f Hz, input latency %.1f ms", self.device_name, self.rate, 1e3 * self._latency_s)
+        return stream
+
+    def _watch(self) -> None:
+        """Reopen the stream while the device delivers nothing; runs on its own thread until `close`."""
+        delay, reopen_at = REOPEN_S[0], 0.0
+        while not self._stop.wait(WATCH_S):
+            t = now()
+            heard = self._last_block > self._opened  # a block since the stream was (re)opened
+            quiet_since, limit = (self._last_block, SILENT_S) if heard else (self._opened, FIRST_BLOCK_S)
+            if self._stream is not None and self._stream.active and t - quiet_since <= limit:
+                if heard:
+                    delay = REOPEN_S[0]
+                    self.outage.end("microphone %r is back", self.device_name)
+                continue
+            if self.outage.start("microphone %r gives no audio; reopening it (video goes on without it)",
+                                 self.device_name):
+                reopen_at = t  # the first attempt at once
+            if t >= reopen_at:
+                reopen_at, delay = t + delay, min(2 * delay, REOPEN_S[1])
+                self._reopen()
+
+    def _reopen(self) -> None:
+        old, self._stream = self._stream, None
+        if old is not None:
+            try:
+                old.abort()
+                old.close()
+            except self._sd.PortAudioError as e:  # a lost device may fail to close: it is replaced anyway
+                log.debug("closing the lost microphone stream: %s", e)
+        with self._lock:  # a gap: the samples before and after it are not one stretch
+            self._blocks.append((self._captured, 0, now(), False))
+        try:
+            self._stream = self._open_stream()
+        except AudioUnavailable as e:
+            log.debug("%s", e)
+        self._opened = now()
 
     def _callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # PortAudio's own ADC times are unreliable through ALSA plugins (they drift), so use the pipeline clock.
         t_first = now() - self._latency_s - frames / self.rate
+        self._last_block = now()
         if status.input_overflow:
             self.device_overflows += 1
         with self._lock:
@@ -152,8 +208,12 @@ class Microphone:
         if self._closed:
             return
         self._closed = True
-        self._stream.stop()
-        self._stream.close()
+        self._stop.set()
+        if self._watchdog is not threading.current_thread():
+            self._watchdog.join()
+        if self._stream is not None:
+            self._stream.stop()
+            self._stream.close()
 
     def __enter__(self) -> Microphone:
         return self

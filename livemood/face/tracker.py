@@ -45,6 +45,10 @@ BLANK_RGB = np.zeros((64, 64, 3), np.uint8)  # shown to mediapipe to make it dro
 # same information, and colour conversion and mediapipe's own copy and resampling cost 4x less per halving.
 MESH_FACE_PX = 128
 WINDOW_ALIGN_PX = 4  # window sides are multiples of this, so halving twice is exact
+# The short-range detector that acquires faces (on the frame downscaled to 640 px) misses faces narrower than about
+# 1/8 of the frame's width; the full-range one still sees them down to about 1/13. Measured on talk_a placed on a
+# 1280x720 canvas: a 160-px face acquired on every frame, 128 px on 3 of 31; full range found 96 px, not 64 px.
+ACQUIRE_MIN_WIDTH = 1 / 8  # of the frame's width
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,11 @@ class FaceTracker:
             min_tracking_confidence=cfg.min_tracking_confidence)
         self._detector = mp.solutions.face_detection.FaceDetection(
             model_selection=int(cfg.full_range_detector), min_detection_confidence=cfg.min_detection_confidence)
+        # For `small_face_px` only; made and run once here so a live call never waits for its graph to start.
+        self._far_detector = None if cfg.full_range_detector else mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=cfg.min_detection_confidence)
+        if self._far_detector is not None:
+            self._far_detector.process(BLANK_RGB)
         self._smoother = LandmarkSmoother(NUM_LANDMARKS, cfg.smoothing)
         s = cfg.smoothing
         # Pose angles in degrees move like the rigid rotation, whose filter works on half a face height per
@@ -232,12 +241,32 @@ class FaceTracker:
             return self._fade(ts, dt_ms)
         return self._accept(raw, ts, dt_ms)
 
+    def small_face_px(self, frame_bgr: np.ndarray) -> float | None:
+        """Width in pixels of a face in this (H, W, 3) BGR frame that is too small to be acquired, or None.
+
+        For telling the user why no face is tracked (one full-range detection, ~15 ms on 2 CPU cores): a face
+        the full-range detector sees but narrower than `ACQUIRE_MIN_WIDTH` of the frame. None also when the tracker
+        already uses the full-range detector, which then sees nothing smaller.
+        """
+        image = self._validated(frame_bgr)
+        if image is None or self._far_detector is None:
+            return None
+        h, w = image.shape[:2]
+        scale = min(1.0, self.config.detector_max_side_px / max(h, w))
+        small = image if scale == 1.0 else cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        detections = self._far_detector.process(_rgb(small)).detections or []
+        widths = [det.location_data.relative_bounding_box.width * w for det in detections]
+        small_widths = [x for x in widths if x < ACQUIRE_MIN_WIDTH * w]
+        return max(small_widths) if small_widths and len(small_widths) == len(widths) else None
+
     def close(self) -> None:
         """Release mediapipe's graphs. Safe to call twice."""
         if not self._closed:
             self._closed = True
             self._mesh.close()
             self._detector.close()
+            if self._far_detector is not None:
+                self._far_detector.close()
 
     def __enter__(self) -> FaceTracker:
         return self

@@ -337,7 +337,8 @@ class GlobalKeys:
     """System-wide hotkeys (Ctrl + left Alt + key, see `global_key`) through pynput, for when another window has focus.
 
     pynput is optional (`pip install 'livemood[hotkeys]'`). Without it, or without a display it can use, `start`
-    logs one line and does nothing. pynput only observes keys; the focused application still receives them.
+    logs one line (debug: `-v` shows it) and does nothing. pynput only observes keys; the focused application still
+    receives them.
 
     A plain pynput Listener is used, with the modifiers tracked here, rather than pynput's GlobalHotKeys: that one
     remembers every key of a combination as held until the same character is released, and a character typed with
@@ -370,7 +371,7 @@ class GlobalKeys:
                 reason = "pynput is not installed (pip install 'livemood[hotkeys]')"
             else:  # pynput raises ImportError when its backend cannot start, e.g. no X display
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            log.info("global hotkeys off: %s", reason)
+            log.debug("global hotkeys off: %s", reason)
             return self
         key = keyboard.Key
         self._ctrl = frozenset((key.ctrl, key.ctrl_l, key.ctrl_r))
@@ -379,7 +380,7 @@ class GlobalKeys:
             listener = keyboard.Listener(on_press=self._on_press, on_release=self._on_release)
             listener.start()
         except Exception as e:  # a backend failing late (e.g. no input permission) must not stop the filter
-            log.info("global hotkeys off: %s", e)
+            log.debug("global hotkeys off: %s", e)
             return self
         self._listener = listener
         log.info("global hotkeys: %s", GLOBAL_HELP.format(n=len(EMOTION_BY_KEY)))

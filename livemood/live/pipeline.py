@@ -18,7 +18,7 @@ from livemood.audio.mel import AudioUnavailable, Lookahead
 from livemood.config import Controls, RunConfig, Schedule, SourceConfig, SourceKind, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
-from livemood.face.tracker import FaceTracker
+from livemood.face.tracker import Face, FaceTracker
 from livemood.frames import Frame, now
 from livemood.live.demo import DEMO_SECONDS, DemoSource
 from livemood.live.handoff import Closed
@@ -35,6 +35,8 @@ from livemood.live.sinks import (
 )
 from livemood.live.sources import CameraSource, FileSource, ReplaySource, Source
 from livemood.live.stats import StageTimes
+from livemood.live.watch import FaceWatch
+from livemood.logs import Episode
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class RunResult:
     engine_errors: int  # frames the engine failed on (sent raw instead)
     wall_s: float
     interrupted: bool
+    tracker_errors: int = 0  # frames the face tracker failed on (the engine got no face: sent raw)
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,10 @@ class Pipeline:
         self.times = times
         self.paced = paced
         self.status = status
-        self._frames = self._sent = self._repeated = self._engine_errors = 0
+        self._frames = self._sent = self._repeated = self._engine_errors = self._tracker_errors = 0
+        # A failing stage is told once when it starts failing and once when it works again.
+        self._engine_fault, self._tracker_fault = Episode(log), Episode(log)
+        self._face_watch = FaceWatch(tracker) if tracker is not None else None
         self._t_start = now()
         self.stop = stop or threading.Event()  # set by a quit key; checked once per frame
         self.on_status = on_status
@@ -123,11 +129,12 @@ class Pipeline:
             raise
         # A live session ends by interruption and its output is complete; a file cut short is not kept.
         self._shutdown(finish=self.source.live or not interrupted)
-        if self._engine_errors:
-            log.warning("the engine failed on %d of %d frames; those were sent unchanged",
-                        self._engine_errors, self._frames)
+        for errors, stage in ((self._tracker_errors, "face tracker"), (self._engine_errors, "engine")):
+            if errors:
+                log.warning("the %s failed on %d of %d frames; those were sent unchanged", stage, errors,
+                            self._frames)
         return RunResult(self._frames, self._sent, self._repeated, self.source.dropped, self._engine_errors,
-                         now() - t_start, interrupted)
+                         now() - t_start, interrupted, self._tracker_errors)
 
     def abort(self) -> None:
         """Close everything without running (after a failure between `assemble` and `run`): no file is kept."""
@@ -184,7 +191,8 @@ class Pipeline:
                 self._report()
 
     def _take_ready(self, held: deque[Frame]) -> tuple[Frame, np.ndarray | None] | None:
-        """The oldest held frame with its audio window once that audio has arrived (or waited too long)."""
+        """The oldest held frame with its audio window once that audio has arrived (or waited too long, or the
+        microphone is lost)."""
         if not held:
             return None
         if not self._uses_audio:
@@ -192,7 +200,7 @@ class Pipeline:
         assert self.audio is not None
         frame = held[0]
         window = self.audio.window(frame.time_s)
-        if window is None and now() - frame.t_capture < self.audio.wait_s + MAX_EXTRA_WAIT_S:
+        if window is None and not self.audio.stalled and now() - frame.t_capture < self.audio.wait_s + MAX_EXTRA_WAIT_S:
             return None
         return held.popleft(), window
 
@@ -200,27 +208,42 @@ class Pipeline:
         """The engine's output for this frame, or the frame itself if the engine fails."""
         self._frames += 1
         controls = self.controls.get() if self.schedule is None else self._controls_at(frame.time_s)
+        face = None
+        if self.tracker is not None:
+            with self.times.time("face"):
+                face = self._track(frame)
         t0 = now()
         try:
-            face = None
-            if self.tracker is not None:
-                # time_s is the file's timeline or, live, the capture clock: increasing either way.
-                face = self.tracker.track(frame.image, round(frame.time_s * 1e3))
-                self._face_seen = face is not None
-                t1 = now()
-                self.times.add("face", t1 - t0)
-                t0 = t1
             out = self.engine.process(frame.image, face, window, controls)
             if out.shape != frame.image.shape or out.dtype != np.uint8:
                 raise ValueError(f"engine returned {out.shape} {out.dtype}, expected {frame.image.shape} uint8")
-        except Exception:
+        except Exception as e:
             self._engine_errors += 1
-            if self._engine_errors == 1:
-                log.exception("engine %s failed; sending frames unchanged", self.engine.name)
+            self._engine_fault.start("engine %s failed; sending frames unchanged until it works again (%s)",
+                                     self.engine.name, _one_line(e), level=logging.ERROR)
+            log.debug("engine %s failed", self.engine.name, exc_info=True)  # the traceback, with -v
             return frame.image
         finally:
             self.times.add("engine", now() - t0)
+        self._engine_fault.end("engine %s works again", self.engine.name)
         return out
+
+    def _track(self, frame: Frame) -> Face | None:
+        """The tracked face, or None (also when the tracker fails: the engine then leaves the frame as it is)."""
+        assert self.tracker is not None and self._face_watch is not None
+        try:
+            # time_s is the file's timeline or, live, the capture clock: increasing either way.
+            face = self.tracker.track(frame.image, round(frame.time_s * 1e3))
+        except Exception as e:
+            self._tracker_errors += 1
+            self._tracker_fault.start("the face tracker failed; sending frames unchanged until it works again (%s)",
+                                      _one_line(e), level=logging.ERROR)
+            log.debug("the face tracker failed", exc_info=True)
+            return None
+        self._tracker_fault.end("the face tracker works again")
+        self._face_seen = face is not None
+        self._face_watch.update(frame.image, face, frame.time_s)
+        return face
 
     def _controls_at(self, time_s: float) -> Controls:
         """The schedule's controls for a frame at `time_s` on the source's timeline; a change is logged once."""
@@ -275,6 +298,12 @@ class Pipeline:
                 log.exception("closing %s failed", type(sink).__name__)
                 if finish:
                     raise
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one line for the log: its type and the first line of its message."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False,

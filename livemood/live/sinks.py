@@ -15,13 +15,17 @@ import numpy as np
 import pyvirtualcam
 from pyvirtualcam import PixelFormat
 
-from livemood.config import UsageError
+from livemood.config import RunError, UsageError
+from livemood.frames import now
+from livemood.logs import Episode
 
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "livemood"
 LIVE_TIME_BASE = Fraction(1, 90000)  # seconds per tick for files written from live sources (MPEG convention)
 H264_OPTIONS = {"crf": "18", "preset": "veryfast"}  # near-transparent quality at a fast encoding speed
+CAMERA_REOPEN_S = (0.25, 2.0)  # first and longest wait between virtual camera reopen attempts
+CAMERA_GIVE_UP_S = 10.0  # a virtual camera failing this long is gone for good: the run stops (RunError, exit 1)
 
 
 class Sink:
@@ -126,14 +130,24 @@ HOW_TO_GET_A_CAMERA = {
 
 
 class VirtualCameraSink(Sink):
-    """pyvirtualcam output in the backend's native pixel format, so the backend converts nothing."""
+    """pyvirtualcam output in the backend's native pixel format, so the backend converts nothing.
+
+    A send that fails is logged once; the camera is closed and reopened with back-off while frames are skipped (the
+    pipeline and its other sinks go on), and its return is logged. One that stays failed for `give_up_s` raises
+    RunError.
+    """
 
     live = True
 
     def __init__(self, size: tuple[int, int], fps: float, device: str | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, give_up_s: float = CAMERA_GIVE_UP_S) -> None:
         self._args = dict(width=size[0], height=size[1], fps=fps, device=device, backend=backend)
-        self._cam = self._open(PixelFormat.BGR)
+        self.give_up_s = give_up_s
+        self.outage = Episode(log)
+        self._reopen_at = 0.0  # pipeline-clock time of the next reopen attempt while failed
+        self._delay = CAMERA_REOPEN_S[0]
+        self._error = ""  # the last failure, for the give-up message
+        self._cam: pyvirtualcam.Camera | None = self._open(PixelFormat.BGR)
         native = self._cam.native_fmt
         if native is not None and native.name != "BGR" and native.name in CONVERTIBLE:
             if native.name in ("I420", "NV12", "YUYV", "UYVY") and (size[0] % 2 or size[1] % 2):
@@ -142,6 +156,7 @@ class VirtualCameraSink(Sink):
                 self._cam.close()
                 self._cam = self._open(native)
         self.fmt = self._cam.fmt
+        self.device = self._cam.device
         log.info("virtual camera: %s on %s, %dx%d @ %g fps, sending %s",
                  self._cam.backend, self._cam.device, size[0], size[1], fps, self.fmt.name)
 
@@ -156,15 +171,50 @@ class VirtualCameraSink(Sink):
                 "  Or write a file with --output out.mp4, or watch with --preview."
             ) from e
 
-    @property
-    def device(self) -> str:
-        return self._cam.device
-
     def send(self, image: np.ndarray, time_s: float) -> None:
-        self._cam.send(to_pixel_format(image, self.fmt))
+        if self._cam is None and not self._reopen():
+            return
+        assert self._cam is not None
+        try:
+            self._cam.send(to_pixel_format(image, self.fmt))
+        except Exception as e:  # the backend's own errors vary (RuntimeError, OSError): all mean the same here
+            self._failed(e)
+            return
+        self.outage.end("virtual camera %s works again", self.device)
+
+    def _failed(self, e: Exception) -> None:
+        self._error = " | ".join(str(e).splitlines()) or type(e).__name__
+        if self.outage.start("virtual camera %s failed (%s); reopening it", self.device, self._error):
+            self._delay = CAMERA_REOPEN_S[0]
+        self._drop_camera()
+        self._reopen_at = now() + self._delay
+        self._delay = min(2 * self._delay, CAMERA_REOPEN_S[1])
+
+    def _reopen(self) -> bool:
+        """One reopen attempt once its back-off has passed; raises RunError once failing for `give_up_s`."""
+        t = now()
+        if self.outage.since is not None and t - self.outage.since >= self.give_up_s:
+            raise RunError(f"the virtual camera {self.device} failed ({self._error}) and did not come back within "
+                           f"{self.give_up_s:.0f} s")
+        if t < self._reopen_at:
+            return False
+        try:
+            self._cam = pyvirtualcam.Camera(fmt=self.fmt, **self._args)
+        except Exception as e:
+            self._failed(e)
+            return False
+        return True
+
+    def _drop_camera(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is not None:
+            try:
+                cam.close()
+            except Exception as e:  # closing what already failed: its error was told
+                log.debug("closing the failed virtual camera: %s", e)
 
     def close(self) -> None:
-        self._cam.close()
+        self._drop_camera()
 
 
 class PreviewSink(Sink):

@@ -20,6 +20,7 @@ from livemood.config import CAMERA_FALLBACK_FPS, UsageError
 from livemood.frames import Frame, now
 from livemood.live.handoff import Closed, DropPolicy, Handoff
 from livemood.live.stats import StageTimes
+from livemood.logs import Episode
 from livemood.video import VideoReader
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ def opencv_api(target: int | str) -> int:
 class CameraSource(Source):
     """A camera (index) or network stream (URL) read by OpenCV; only the newest frame is kept.
 
-    A read failure logs once, the pipeline repeats the last good frame, and the device is reopened with back-off.
+    A read failure is logged once, the pipeline repeats the last good frame, and the device is reopened with
+    back-off; the first frame after that is logged as its return. A camera that keeps failing is told again only
+    after `logs.QUIET_S`.
     """
 
     live = True
@@ -141,6 +144,7 @@ class CameraSource(Source):
         reported = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps or (reported if 1 <= reported <= 240 else CAMERA_FALLBACK_FPS)
         self.measured_fps: float | None = None
+        self.outage = Episode(log)  # the camera giving no frames, reconnecting
         log.info("camera %s: %dx%d, pacing at %.3g fps", target, *self.size, self.fps)
 
     def _open(self) -> cv2.VideoCapture:
@@ -167,9 +171,14 @@ class CameraSource(Source):
         delay = RECONNECT_DELAY_S[0]
         count, t_count = 0, now()
         while not self._stop.is_set():
-            ok, image = self._cap.read()
+            try:
+                ok, image = self._cap.read()
+            except cv2.error as e:  # some backends raise where others return False: the same lost camera
+                ok, image = False, None
+                log.debug("camera %s: %s", self.target, e)
             if ok and image is not None:
                 delay = RECONNECT_DELAY_S[0]
+                self.outage.end("camera %s is back", self.target)
                 if (image.shape[1], image.shape[0]) != self.size:
                     image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
                 count += 1
@@ -178,15 +187,15 @@ class CameraSource(Source):
                     log.info("camera %s delivers %.1f fps", self.target, self.measured_fps)
                 yield image, now()
                 continue
-            log.warning("camera %s: read failed; repeating the last frame while reconnecting", self.target)
+            self.outage.start("camera %s gives no frames; repeating the last one while reconnecting", self.target)
             self._cap.release()
             while not self._stop.wait(delay):
+                delay = min(2 * delay, RECONNECT_DELAY_S[1])  # also when it opens but gives nothing again
                 try:
                     self._cap = self._open()
-                    log.info("camera %s reconnected", self.target)
                     break
                 except UsageError:
-                    delay = min(2 * delay, RECONNECT_DELAY_S[1])
+                    pass
 
     def _release(self) -> None:
         self._cap.release()
