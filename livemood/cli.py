@@ -438,7 +438,9 @@ class _StopSignals:
 
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+            # Once stopping, the process is on its way out: a repeat must not end it by another status.
+            restored = signal.SIG_IGN if self.received is not None else previous
+            signal.signal(signum, signal.SIG_DFL if restored is None else restored)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

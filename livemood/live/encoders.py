@@ -44,7 +44,8 @@ def add_video_stream(out: av.container.OutputContainer, size: tuple[int, int], f
     """A video stream of `size` (width, height) for frames stamped in `time_base` (seconds per tick).
 
     A container with one frame rate for the whole file (AVI) gets its ticks as frames, `1 / fps`, so that its header
-    tells the real frame rate and count; the stream's `time_base` is the one to stamp frames in.
+    tells the real frame rate and count, and no B-frames; the codec context's `time_base` is the one to stamp frames
+    in.
     """
     encoder = video_encoder(out)
     rate = Fraction(fps).limit_denominator(FPS_DENOMINATOR_MAX)
@@ -59,13 +60,18 @@ def add_video_stream(out: av.container.OutputContainer, size: tuple[int, int], f
     # 4:2:0 halves the chroma planes, so an odd size keeps full chroma where the encoder can.
     wanted = "yuv420p" if even or "yuv444p" not in formats else "yuv444p"
     stream.pix_fmt = wanted if wanted in formats or not formats else formats[0]  # GIF: its own palette format
+    options = dict(ENCODER_OPTIONS.get(encoder, {}))
     if out.format.flags & AVFMT_VARIABLE_FPS:
         stream.codec_context.time_base = time_base
         stream.time_base = time_base
     else:
         stream.codec_context.time_base = 1 / rate
         stream.time_base = 1 / rate
-    stream.options = dict(ENCODER_OPTIONS.get(encoder, {}))
+        options["bf"] = "0"  # such containers store no presentation times: frames must come in display order
+        # AAC's priming starts the sound 23 ms before 0; shifting every stream by that would round the video
+        # into a one-frame gap (and one frame too many in the header).
+        out.container_options["avoid_negative_ts"] = "disabled"
+    stream.options = options
     return stream
 
 

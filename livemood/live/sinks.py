@@ -227,8 +227,18 @@ class FileSink(Sink):
             self.abort()
             raise cannot_write(path, e) from e
         except (av.error.FFmpegError, ValueError) as e:
+            reason = self._refusal(e)
             self.abort()
-            raise UsageError(f"cannot write {path}: {e}") from e
+            raise UsageError(f"cannot write {path}: {reason}") from e
+
+    def _refusal(self, error: Exception) -> str:
+        """Why the container cannot be written, in the user's terms (not the temporary file's name)."""
+        if self._out is None:  # av.open found no format for the extension
+            return f"no video format has the extension {self.path.suffix}"
+        if isinstance(error, av.error.FFmpegError):  # the muxer refused the streams when writing the header
+            streams = " and ".join(f"{s.codec_context.name} {s.type}" for s in self._out.streams)
+            return f"the {self._out.format.name} format does not take {streams} ({error.strerror})"
+        return str(error)
 
     def _open_audio(self, source: Path) -> None:
         assert self._out is not None
