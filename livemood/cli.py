@@ -453,9 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             code = command(argv)
         except KeyboardInterrupt:  # stopped outside a run's frame loop, which reports its own interruption
-            name = "a signal" if stop.received is None else signal.Signals(stop.received).name
-            sys.stderr.write(f"livemood: stopped by {name}\n")
-            code = EXIT_SIGNAL_BASE + (stop.received or signal.SIGINT)
+            signum = stop.received or signal.SIGINT  # none of ours: Python's own Ctrl-C
+            sys.stderr.write(f"livemood: stopped by {signal.Signals(signum).name}\n")
+            code = EXIT_SIGNAL_BASE + signum
         except UsageError as e:
             sys.stderr.write(f"livemood: error: {e}\n")
             code = EXIT_USAGE

@@ -128,12 +128,18 @@ def test_full_disk_is_one_line_and_keeps_the_old_file(where: str, clip: Path, fi
     assert_untouched(tmp_path / "out", before)
 
 
-def test_full_disk_during_export_is_one_line(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slim generator checkpoint (~36 MB; its ONNX is about half that)."""
     from livemood.models.checkpoint import save_checkpoint
     from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip
 
-    weights = tmp_path / "slim.pth"
-    save_checkpoint(weights, EmotionWav2Lip(SLIM_WIDTH))  # ~36 MB; its ONNX is half that
+    path = tmp_path_factory.mktemp("weights") / "slim.pth"
+    save_checkpoint(path, EmotionWav2Lip(SLIM_WIDTH))
+    return path
+
+
+def test_full_disk_during_export_is_one_line(weights: Path, tmp_path: Path) -> None:
     before = with_old_file(tmp_path / "out", "m.onnx")
     run = subprocess.run(livemood_command("export", "--weights", weights, "--out", tmp_path / "out" / "m.onnx"),
                          capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size(1 << 20))
@@ -183,18 +189,14 @@ def read_only_prefix(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["run", "export"])
-def test_read_only_output_folder_is_one_line(command: str, clip: Path, tmp_path: Path) -> None:
+def test_read_only_output_folder_is_one_line(command: str, clip: Path, weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     if command == "run":
         before = with_old_file(out, "out.mp4")
         args = livemood_command("--source", clip, "--engine", "passthrough", "--output", out / "out.mp4")
     else:
-        from livemood.models.checkpoint import save_checkpoint
-        from livemood.models.wav2lip import SLIM_WIDTH, EmotionWav2Lip
-
-        save_checkpoint(tmp_path / "slim.pth", EmotionWav2Lip(SLIM_WIDTH))
         before = with_old_file(out, "m.onnx")
-        args = livemood_command("export", "--weights", tmp_path / "slim.pth", "--out", out / "m.onnx")
+        args = livemood_command("export", "--weights", weights, "--out", out / "m.onnx")
     try:
         run = subprocess.run([*read_only_prefix(out), *args], capture_output=True, text=True, timeout=300)
     finally:

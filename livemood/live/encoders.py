@@ -1,7 +1,7 @@
 """Which encoder and timing a video file gets, from its container (the output's extension).
 
 H.264 wherever the container takes it; otherwise the container's own codec when livemood knows how to set its
-quality (VP9 for .webm, VP8 for .ogv, GIF for .gif); otherwise H.264 again, which containers such as MPEG-TS and
+quality (VP9 for .webm, GIF for .gif); otherwise H.264 again, which containers such as MPEG-TS and
 FLV take without saying so, and which a container that truly refuses it turns into one clear line.
 """
 
@@ -18,7 +18,6 @@ ENCODER_OPTIONS: dict[str, dict[str, str]] = {
     "libx264": {"crf": "18", "preset": "veryfast"},
     # Constant quality (b=0 lifts the bit-rate cap), libvpx's "good" mode at a speed fit for a whole video.
     "libvpx-vp9": {"crf": "32", "b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"},
-    "libvpx": {"crf": "10", "b": "4M", "deadline": "good", "cpu-used": "4"},  # VP8 needs a cap next to crf
     "gif": {},
     "mpeg4": {},
 }
