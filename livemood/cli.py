@@ -27,6 +27,9 @@ from livemood.config import (
     EMOTIONS,
     ENGINES,
     EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGNAL_BASE,
+    EXIT_SOURCE_DAMAGED,
     EXIT_USAGE,
     LOOKAHEADS,
     AudioConfig,
@@ -48,6 +51,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("livemood")
 
+# Signals that stop a command as Ctrl-C does (SIGHUP: the terminal went away); Windows has no SIGHUP.
+STOP_SIGNALS = tuple(sorted(getattr(signal, name) for name in ("SIGHUP", "SIGINT", "SIGTERM") if hasattr(signal, name)))
+_SIGNAL_STATUSES = ", ".join(f"{s.name} {EXIT_SIGNAL_BASE + s}" for s in STOP_SIGNALS)
+EXIT_STATUSES = f"""exit status:
+  {EXIT_OK}      done: the whole source was written, or the session was stopped with q
+         or the control panel
+  {EXIT_FAILED}      a device, the disk or the output failed during the run (one line
+         says which); no half-written file is left, a file already there is kept
+  {EXIT_USAGE}      bad input: an argument, a source that is not a video, refused
+         weights; nothing is written
+  {EXIT_SOURCE_DAMAGED}      the source file ended early or had damaged packets; the output
+         holds what could be read
+  {EXIT_SIGNAL_BASE}+N  stopped by signal N ({_SIGNAL_STATUSES}):
+         a file or demo run writes no output; a camera session keeps its file"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -117,12 +134,9 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_run(argv: Sequence[str]) -> int:
-    p = _Parser(prog="livemood", description="Change the emotion your face shows, live, on a virtual camera.")
+    p = _Parser(prog="livemood", description="Change the emotion your face shows, live, on a virtual camera.",
+                epilog=EXIT_STATUSES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_pipeline_args(p, source_default="0")
     p.add_argument("--output", type=Path, help="write a video file (with the source's audio) instead of a camera")
     p.add_argument("--preview", action="store_true", help="also show the output in a window")
@@ -399,20 +413,60 @@ COMMANDS = {"bench": cmd_bench, "devices": cmd_devices, "evaluate": cmd_evaluate
             "train": cmd_train}
 
 
+class _StopSignals:
+    """While a command runs, each of STOP_SIGNALS stops it the way Ctrl-C does: KeyboardInterrupt in the main
+    thread, so the run cleans up and a file cut short is not kept. `received` is the first one's number.
+
+    A repeat is not raised again: a second KeyboardInterrupt in the middle of the clean-up would leave a temporary
+    file behind. A signal this process was started ignoring (`nohup` ignores SIGHUP) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Callable[[int, object], object] | int | None] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+            for signum in STOP_SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous is not signal.SIG_IGN:
+                    self._previous[signum] = previous
+                    signal.signal(signum, self._stop)
+        return self
+
+    def _stop(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            # Once stopping, the process is on its way out: a repeat must not end it by another status.
+            restored = signal.SIG_IGN if self.received is not None else previous
+            signal.signal(signum, signal.SIG_DFL if restored is None else restored)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit status (EXIT_STATUSES), after one line on stderr for a failure."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = COMMANDS.get(argv[0], cmd_run) if argv else cmd_run
     if command is not cmd_run:
         argv = argv[1:]
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        return command(argv)
-    except UsageError as e:
-        sys.stderr.write(f"livemood: error: {e}\n")
-        return EXIT_USAGE
-    except RunError as e:
-        sys.stderr.write(f"livemood: error: {e}\n")
-        return EXIT_FAILED
+    with _StopSignals() as stop:
+        try:
+            code = command(argv)
+        except KeyboardInterrupt:  # stopped outside a run's frame loop, which reports its own interruption
+            signum = stop.received or signal.SIGINT  # none of ours: Python's own Ctrl-C
+            sys.stderr.write(f"livemood: stopped by {signal.Signals(signum).name}\n")
+            code = EXIT_SIGNAL_BASE + signum
+        except UsageError as e:
+            sys.stderr.write(f"livemood: error: {e}\n")
+            code = EXIT_USAGE
+        except RunError as e:
+            sys.stderr.write(f"livemood: error: {e}\n")
+            code = EXIT_FAILED
+    # A run that caught the signal itself ends normally: its status still says it was stopped.
+    return code if stop.received is None else EXIT_SIGNAL_BASE + stop.received
 
 
 if __name__ == "__main__":

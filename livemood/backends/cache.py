@@ -3,8 +3,8 @@
 Each artefact is two files in the cache folder: `NAME.SUFFIX` (the bytes) and `NAME.SUFFIX.json` (its key: what it
 was built from and for, e.g. the ONNX hash, TensorRT version and GPU, plus the artefact's own sha256). An artefact is
 used only if its key equals the current one and its bytes still hash to the recorded value; otherwise the caller is
-told why and rebuilds it. Files are written under a temporary name and renamed, so a crash never leaves a
-half-written artefact behind a valid key.
+told why and rebuilds it. Files are written under a temporary name and renamed (`livemood.atomic`), so a crash
+never leaves a half-written artefact behind a valid key, and two runs storing at once do not share a file.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import logging
 import os
 import sys
 from pathlib import Path
+
+from livemood.atomic import AtomicFile
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +81,15 @@ class ArtefactCache:
         """Save an artefact (bytes, or a file to move in) with its key; returns its path."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path, meta = self.path(name), self._meta_path(name)
-        tmp = path.with_name(path.name + ".tmp")
-        if isinstance(data, Path):
-            os.replace(data, tmp)
-        else:
-            tmp.write_bytes(data)
-        record = {**key, "sha256": file_sha256(tmp)}
-        meta.unlink(missing_ok=True)  # no moment where the old key describes the new bytes
-        os.replace(tmp, path)
-        meta_tmp = meta.with_name(meta.name + ".tmp")
-        meta_tmp.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(meta_tmp, meta)
+        with AtomicFile(path) as tmp:
+            if isinstance(data, Path):
+                os.replace(data, tmp)
+            else:
+                tmp.write_bytes(data)
+            record = {**key, "sha256": file_sha256(tmp)}
+            meta.unlink(missing_ok=True)  # no moment where the old key describes the new bytes
+        with AtomicFile(meta) as meta_tmp:
+            meta_tmp.write_text(json.dumps(record, indent=1) + "\n")
         return path
 
     def _meta_path(self, name: str) -> Path:

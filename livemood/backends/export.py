@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from livemood.atomic import AtomicFile, cannot_write
 from livemood.models.wav2lip import FACE_SIZE, MEL_SHAPE, EmotionWav2Lip, Wav2Lip, input_names
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,23 @@ def example_inputs(model: Wav2Lip, batch: int, seed: int = 0) -> dict[str, np.nd
 
 
 def export_onnx(model: Wav2Lip, out: Path) -> None:
-    """Write the model (in eval mode) as ONNX with a dynamic batch axis."""
+    """Write the model (in eval mode) as ONNX with a dynamic batch axis.
+
+    The file appears whole or not at all (`livemood.atomic`); a write that fails raises RunError with one line.
+    """
     names = input_names(model)
     args = tuple(torch.from_numpy(v) for v in example_inputs(model, 1).values())
     axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]}
     model.eval()
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter: deprecated in favour of torch.export, but it needs no extra package and
-        # handles this plain convolutional graph exactly.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, args, str(out), input_names=names, output_names=[OUTPUT_NAME], dynamic_axes=axes,
-                          opset_version=OPSET, dynamo=False)
+    try:
+        with AtomicFile(out) as tmp, warnings.catch_warnings():
+            # The TorchScript-based exporter: deprecated in favour of torch.export, but it needs no extra package
+            # and handles this plain convolutional graph exactly.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, args, str(tmp), input_names=names, output_names=[OUTPUT_NAME],
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    except OSError as e:
+        raise cannot_write(out, e) from e
 
 
 def onnx_max_diff(model: Wav2Lip, onnx_path: Path, batch: int = 2) -> float:

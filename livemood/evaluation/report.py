@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from livemood.atomic import AtomicFile, cannot_write
 from livemood.config import Schedule, UsageError
 from livemood.evaluation.metrics import BACKGROUND_GROW, LIP_SYNC_BAR
 from livemood.models.expression import CLASSES, TARGET_CLASS
@@ -297,9 +298,12 @@ def write_plot(report: EvaluationReport, path: Path, keyframes: Schedule | None 
         _draw_lips(bottom, report, np.arange(report.frames_compared), "frame")
     FigureCanvasAgg(fig)
     try:
-        fig.savefig(path, format="png")
+        with AtomicFile(path) as tmp:
+            fig.savefig(tmp, format="png")
+    except FileNotFoundError as e:  # what the user asked for, not a failing disk
+        raise UsageError(f"cannot write plot {path}: its folder does not exist") from e
     except OSError as e:
-        raise UsageError(f"cannot write plot {path}: {e}") from e
+        raise cannot_write(path, e) from e
     log.info("plot written to %s", path)
 
 

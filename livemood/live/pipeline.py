@@ -15,7 +15,7 @@ import numpy as np
 
 from livemood.audio.feed import MAX_EXTRA_WAIT_S, AudioFeed, open_audio_feed
 from livemood.audio.mel import AudioUnavailable, Lookahead
-from livemood.config import Controls, RunConfig, Schedule, SourceConfig, SourceKind, UsageError
+from livemood.config import Controls, RunConfig, RunError, Schedule, SourceConfig, SourceKind, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
 from livemood.face.tracker import Face, FaceTracker
@@ -294,6 +294,9 @@ class Pipeline:
         for sink in self.sinks:
             try:
                 sink.close() if finish else sink.abort()
+            except RunError:  # already one line, and the sink left nothing behind (a disk that filled up)
+                if finish:
+                    raise
             except Exception:
                 log.exception("closing %s failed", type(sink).__name__)
                 if finish:

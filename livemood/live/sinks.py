@@ -15,15 +15,16 @@ import numpy as np
 import pyvirtualcam
 from pyvirtualcam import PixelFormat
 
+from livemood.atomic import AtomicFile, cannot_write
 from livemood.config import RunError, UsageError
 from livemood.frames import now
+from livemood.live.encoders import add_video_stream, audio_encoder, audio_rate
 from livemood.logs import Episode
 
 log = logging.getLogger(__name__)
 
 WINDOW_TITLE = "livemood"
 LIVE_TIME_BASE = Fraction(1, 90000)  # seconds per tick for files written from live sources (MPEG convention)
-H264_OPTIONS = {"crf": "18", "preset": "veryfast"}  # near-transparent quality at a fast encoding speed
 CAMERA_REOPEN_S = (0.25, 2.0)  # first and longest wait between virtual camera reopen attempts
 CAMERA_GIVE_UP_S = 10.0  # a virtual camera failing this long is gone for good: the run stops (RunError, exit 1)
 
@@ -241,98 +242,145 @@ class PreviewSink(Sink):
 
 
 class FileSink(Sink):
-    """Writes every frame it gets to a video file, with `audio_from`'s audio track copied unchanged.
+    """Writes every frame it gets to a video file, with `audio_from`'s audio track copied unchanged (or, where the
+    container does not take it, encoded in the container's own audio codec).
 
-    Frames keep their source timestamps. The file is written under a temporary name in the same folder and renamed
-    by `close`, so an aborted run leaves no half file.
+    Frames keep their source timestamps. The file is written under a unique hidden name in the same folder and
+    renamed by `close` (`livemood.atomic`), so an aborted run leaves no half file and a file already at `path` stays
+    as it was. A write that fails (a full disk, a read-only folder) raises RunError with one line; a container that
+    cannot hold the video raises UsageError.
     """
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float, audio_from: Path | None = None,
                  time_base: Fraction = LIVE_TIME_BASE) -> None:
         self.path = path
-        self._tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
         self.frames = 0
         self._last_pts = -1
-        self._time_base = time_base
         self._audio_in: av.container.InputContainer | None = None
         self._audio_out: av.audio.AudioStream | None = None
+        self._encode_audio = False  # True: the source's sound is decoded and encoded again, not copied
         self._packets: Iterator[av.Packet] = iter(())
         self._pending: av.Packet | None = None
+        self._out: av.container.OutputContainer | None = None
         try:
-            self._out = av.open(str(self._tmp), "w")
-        except (av.error.FFmpegError, ValueError) as e:
-            raise UsageError(f"cannot write {path}: {e}") from e
+            self._file = AtomicFile(path)
+        except OSError as e:
+            raise cannot_write(path, e) from e
         try:
-            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            self._video = self._out.add_stream(codec, rate=Fraction(fps).limit_denominator(100000))
-            self._video.width, self._video.height = size
-            even = size[0] % 2 == 0 and size[1] % 2 == 0
-            self._video.pix_fmt = "yuv420p" if even or codec != "libx264" else "yuv444p"
-            self._video.codec_context.time_base = time_base
-            self._video.time_base = time_base
-            if codec == "libx264":
-                self._video.options = dict(H264_OPTIONS)
+            self._out = av.open(str(self._file.tmp), "w")
+            self._video = add_video_stream(self._out, size, fps, time_base)
+            self._time_base = self._video.codec_context.time_base  # frames are stamped in ticks of this, seconds
             if audio_from is not None:
                 self._open_audio(audio_from)
             self._out.start_encoding()  # writes the header now: an unsupported codec fails before any work
-        except (av.error.FFmpegError, ValueError) as e:
+        except OSError as e:  # av.error.OSError is one too: the disk, not the request
             self.abort()
-            raise UsageError(f"cannot write {path}: {e}") from e
+            raise cannot_write(path, e) from e
+        except (av.error.FFmpegError, ValueError) as e:
+            reason = self._refusal(e)
+            self.abort()
+            raise UsageError(f"cannot write {path}: {reason}") from e
+
+    def _refusal(self, error: Exception) -> str:
+        """Why the container cannot be written, in the user's terms (not the temporary file's name)."""
+        if self._out is None:  # av.open found no format for the extension
+            return f"no video format has the extension {self.path.suffix}"
+        if isinstance(error, av.error.FFmpegError):  # the muxer refused the streams when writing the header
+            streams = " and ".join(f"{s.codec_context.name} {s.type}" for s in self._out.streams)
+            return f"the {self._out.format.name} format does not take {streams} ({error.strerror})"
+        return str(error)
 
     def _open_audio(self, source: Path) -> None:
+        assert self._out is not None
         self._audio_in = av.open(str(source))
         if not self._audio_in.streams.audio:
-            self._audio_in.close()
-            self._audio_in = None
+            self._close_audio_in()
             return
         stream = self._audio_in.streams.audio[0]
-        self._audio_out = self._out.add_stream_from_template(stream)
+        try:
+            self._audio_out = self._out.add_stream_from_template(stream)
+        except ValueError:  # PyAV's check: the container does not take this codec (AAC into WebM)
+            codec = audio_encoder(self._out)
+            if codec is None:
+                log.info("a %s file has no sound: the audio of %s is left out", self.path.suffix, source.name)
+                self._close_audio_in()
+                return
+            log.info("%s takes no %s sound: encoding the audio as %s", self.path.suffix, stream.codec_context.name,
+                     codec.name)
+            self._audio_out = self._out.add_stream(codec.name, rate=audio_rate(codec, stream.rate),
+                                                   layout=stream.layout.name)
+            self._encode_audio = True
         self._packets = (p for p in self._audio_in.demux(stream) if p.dts is not None)
 
     def _mux_audio_until(self, time_s: float | None) -> None:
-        """Copy the source's audio packets that start before `time_s` (all of them for None)."""
+        """Copy (or encode) the source's audio packets that start before `time_s` (all of them for None)."""
+        assert self._out is not None
         while True:
             packet = self._pending or next(self._packets, None)
             self._pending = None
             if packet is None:
-                return
+                break
             if time_s is not None and packet.pts is not None and float(packet.pts * packet.time_base) > time_s:
                 self._pending = packet
                 return
-            packet.stream = self._audio_out
-            self._out.mux(packet)
+            if self._encode_audio:
+                for frame in packet.decode():
+                    self._out.mux(self._audio_out.encode(frame))
+            else:
+                packet.stream = self._audio_out
+                self._out.mux(packet)
+        if self._encode_audio:
+            self._out.mux(self._audio_out.encode(None))  # the encoder's last samples
+            self._encode_audio = False
 
     def send(self, image: np.ndarray, time_s: float) -> None:
+        assert self._out is not None
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
         # Source times map to ticks exactly; a repeated or out-of-order time is nudged to keep pts increasing.
         pts = max(round(time_s / self._time_base), self._last_pts + 1)
         frame.pts, frame.time_base = pts, self._time_base
         self._last_pts = pts
-        self._mux_audio_until(time_s)
-        self._out.mux(self._video.encode(frame))
+        try:
+            self._mux_audio_until(time_s)
+            self._out.mux(self._video.encode(frame))
+        except OSError as e:
+            raise cannot_write(self.path, e) from e
         self.frames += 1
 
     def close(self) -> None:
         if self._out is None:
             return
-        self._out.mux(self._video.encode(None))
-        self._mux_audio_until(None)
-        self._finish()
-        os.replace(self._tmp, self.path)
+        try:
+            self._out.mux(self._video.encode(None))
+            self._mux_audio_until(None)
+            self._finish()
+            self._file.commit()
+        except OSError as e:
+            self.abort()
+            raise cannot_write(self.path, e) from e
+        except BaseException:  # an interrupt while finishing: nothing is kept either
+            self.abort()
+            raise
         log.info("wrote %s (%d frames)", self.path, self.frames)
 
     def abort(self) -> None:
-        if self._out is None:
-            return
+        """Close without keeping anything; never raises for the file (it is being thrown away)."""
         try:
             self._finish()
+        except (OSError, av.error.FFmpegError):  # the trailer of a file that is deleted next
+            pass
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._file.discard()
 
     def _finish(self) -> None:
         out, self._out = self._out, None
         try:
-            out.close()
+            if out is not None:
+                out.close()
         finally:
-            if self._audio_in is not None:
-                self._audio_in.close()
+            self._close_audio_in()
+
+    def _close_audio_in(self) -> None:
+        audio_in, self._audio_in = self._audio_in, None
+        if audio_in is not None:
+            audio_in.close()

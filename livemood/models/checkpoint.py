@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from livemood.atomic import AtomicFile, cannot_write
 
 
 class CheckpointError(ValueError):
@@ -59,10 +62,21 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: s
 
 def save_checkpoint(path: Path | str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     global_step: int = 0, global_epoch: int = 0) -> None:
-    """Write a checkpoint in Wav2Lip's own format (loadable by Wav2Lip's code and by `load_generator`)."""
+    """Write a checkpoint in Wav2Lip's own format (loadable by Wav2Lip's code and by `load_generator`).
+
+    The file appears whole or not at all (`livemood.atomic`); a write that fails raises RunError with one line.
+    """
+    # torch's zip writer turns a failed write (a full disk) into an opaque RuntimeError: it writes to memory, and
+    # the bytes go to the disk here, where the error keeps its errno.
+    buffer = io.BytesIO()
     torch.save({
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "global_step": global_step,
         "global_epoch": global_epoch,
-    }, path)
+    }, buffer)
+    try:
+        with AtomicFile(Path(path)) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+    except OSError as e:
+        raise cannot_write(Path(path), e) from e

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from livemood.atomic import AtomicFile, cannot_write
 from livemood.audio.files import read_audio
 from livemood.audio.mel import MEL_FPS, SAMPLE_RATE, WINDOW_FRAMES, AudioUnavailable, mel_window, melspectrogram
 from livemood.config import EMOTIONS, UsageError
@@ -169,20 +168,18 @@ def _clip_mel(path: Path, t_first_frame: float) -> np.ndarray:
 
 
 def _write_cache(info: ClipInfo, target: Path) -> None:
-    """Preprocess one clip into `target`, atomically: written under a temporary name, then renamed."""
+    """Preprocess one clip into `target`, atomically (`livemood.atomic`); a failing write (a full disk) raises
+    RunError, which stops the run instead of skipping clip after clip."""
     crops, valid, fps, t_first = _decode_faces(info.path)
     mel = _clip_mel(info.path, t_first)
-    fd, tmp_name = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with AtomicFile(target) as tmp, open(tmp, "wb") as f:
             np.savez_compressed(
                 f, crops=crops, valid=valid, mel=mel, fps=np.float64(fps), path=str(info.path), person=info.person,
                 emotion=info.emotion or "", level=np.int64(-1 if info.level is None else info.level),
                 sentence=info.sentence)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise cannot_write(target, e) from e
 
 
 def preprocess(clips: Sequence[ClipInfo], cache_dir: Path, progress: bool = True) -> list[Path]:
