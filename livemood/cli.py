@@ -173,16 +173,16 @@ def cmd_run(argv: Sequence[str]) -> int:
     pipeline = assemble(config, StageTimes(), controls, stop, on_preview_key=WindowKeys(controls, stop.set),
                         watchers=watchers, on_status=on_status)
     with contextlib.ExitStack() as running:
-        if server is not None:
-            server.set_status(engine=pipeline.engine.name)  # before the address is printed: the first GET has it
-            try:
+        try:  # until the pipeline runs, a failure or a signal here must still close what assemble opened
+            if server is not None:
+                server.set_status(engine=pipeline.engine.name)  # before the address is printed: the first GET has it
                 server.start()  # after assemble: a bad source is still the only line the user sees
-            except BaseException:
-                pipeline.abort()
-                raise
-            running.callback(server.close)
-        running.enter_context(TerminalKeys(controls, stop.set))
-        running.enter_context(GlobalKeys(controls, stop.set))
+                running.callback(server.close)
+            running.enter_context(TerminalKeys(controls, stop.set))
+            running.enter_context(GlobalKeys(controls, stop.set))
+        except BaseException:
+            pipeline.abort()
+            raise
         result = pipeline.run()
     log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
     if result.interrupted and config.output.file is not None and not pipeline.source.live:

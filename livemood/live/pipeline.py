@@ -291,16 +291,17 @@ class Pipeline:
             self.tracker.close()
         if self.audio is not None:
             self.audio.close()
+        failed: Exception | None = None  # the first sink that failed to finish; every other sink still closes
         for sink in self.sinks:
             try:
                 sink.close() if finish else sink.abort()
-            except RunError:  # already one line, and the sink left nothing behind (a disk that filled up)
-                if finish:
-                    raise
-            except Exception:
+            except RunError as e:  # already one line, and the sink left nothing behind (a disk that filled up)
+                failed = failed or e
+            except Exception as e:
                 log.exception("closing %s failed", type(sink).__name__)
-                if finish:
-                    raise
+                failed = failed or e
+        if finish and failed is not None:
+            raise failed
 
 
 def _one_line(e: BaseException) -> str:
