@@ -50,6 +50,7 @@ class RunResult:
     engine_errors: int  # frames the engine failed on (sent raw instead)
     wall_s: float
     interrupted: bool
+    source_damage: str | None = None  # a file source's damage (cut short, packets skipped), one line; None if clean
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Pipeline:
             log.warning("the engine failed on %d of %d frames; those were sent unchanged",
                         self._engine_errors, self._frames)
         return RunResult(self._frames, self._sent, self._repeated, self.source.dropped, self._engine_errors,
-                         now() - t_start, interrupted)
+                         now() - t_start, interrupted, self.source.damage)
 
     def abort(self) -> None:
         """Close everything without running (after a failure between `assemble` and `run`): no file is kept."""
