@@ -129,8 +129,10 @@ def _schedule(args: argparse.Namespace, controls: Controls) -> Schedule | None:
 def _setup_logging(verbose: bool) -> None:
     # OpenCV warns on stderr for every camera index it fails to open; those failures are ours to report.
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    if not verbose:  # mediapipe's native code logs to fd 2 where no logging setting reaches: filter it there
-        quiet_native_stderr()
+    if not verbose:
+        # Nor FFmpeg's lines inside OpenCV ("Connection refused" from a stream): the error says it.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        quiet_native_stderr()  # mediapipe's native code logs to fd 2 where no logging setting reaches: filter it there
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
@@ -187,7 +189,16 @@ def cmd_run(argv: Sequence[str]) -> int:
     log.info("%d frames in %.1f s (%.1f fps)", result.frames, result.wall_s, result.frames / max(result.wall_s, 1e-9))
     if result.interrupted and config.output.file is not None and not pipeline.source.live:
         log.info("stopped before the end of %s: no output file was written", config.source.location)
+    elif result.source_damage is not None:
+        return _damaged(result.source_damage, config.output.file, result.frames)
     return 0
+
+
+def _damaged(damage: str, output: Path | None, frames: int) -> int:
+    """The one warning line for a file source that was damaged or cut short; its exit status."""
+    where = "the output" if output is None else str(output)
+    log.warning("livemood: warning: %s; %s holds those %d frames", damage, where, frames)
+    return EXIT_SOURCE_DAMAGED
 
 
 def _control_server(args: argparse.Namespace, live: bool, controls: ControlState) -> ControlServer | None:
@@ -245,6 +256,9 @@ def cmd_bench(argv: Sequence[str]) -> int:
                          f"dropped {report['dropped']}\n")
         for stage, ms in report["stages_ms"].items():
             sys.stdout.write(f"  {stage:<10} p50 {ms:8.3f} ms\n")
+    if result.source_damage is not None:
+        log.warning("livemood: warning: %s", result.source_damage)
+        return EXIT_SOURCE_DAMAGED
     return 0
 
 

@@ -6,6 +6,7 @@ import bisect
 import dataclasses
 import enum
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,9 @@ class SourceConfig:
             return cls(SourceKind.STREAM, text, size, fps)
         path = Path(text)
         if not path.exists():
+            if text.lstrip("+-").isdigit():
+                raise UsageError(f"not a valid source: {text!r} is not a camera index (cameras are numbered 0, 1, …; "
+                                 "see `livemood devices`), nor a video file, stream URL or 'demo'")
             raise UsageError(f"source file not found: {text}")
         if not path.is_file():
             raise UsageError(f"source is not a file: {text}")
@@ -245,9 +249,25 @@ class RunConfig:
         if self.engine == "neural" and self.weights is None:
             raise UsageError("the neural engine needs --weights (a Wav2Lip-format checkpoint or an exported .onnx)")
         check_size_fps(self.source.size, self.source.fps)
+        self._check_output_is_not_the_source()
         # Keyframes are times in a recording; the tour (a looping schedule) is a showcase, on a camera too.
         if self.schedule is not None and self.schedule.loop_s is None and self.source.live:
             raise UsageError("keyframes are for recorded video (a file, or --source demo): a camera or stream is "
                              "steered live with the hotkeys")
         if self.audio.audio_out is not None and not self.source.live:
             raise UsageError("--audio-out plays the microphone delayed to match the video: it needs a camera source")
+
+    def _check_output_is_not_the_source(self) -> None:
+        """Refuse to write over the recording being read: the same path, a link to it, or a hard link (one inode)."""
+        output = self.output.file
+        if output is None or self.source.kind is not SourceKind.FILE or not output.exists():
+            return
+        source = Path(self.source.location)
+        try:
+            same = os.path.samefile(source, output)
+        except OSError:
+            return
+        if same:
+            also = "" if output == source else f" (the same file as {source})"
+            raise UsageError(f"the output {output} is the source file itself{also}: writing it would destroy the "
+                             "recording; choose another output name")

@@ -13,6 +13,7 @@ IN --output OUT` runs, with the emotion constant or on a timeline of keyframes::
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from livemood.live.keyframes import KeyframeInput, schedule_from
 from livemood.live.pipeline import assemble
 from livemood.live.sinks import Progress
 from livemood.live.stats import StageTimes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class EditResult:
     frames: int  # frames written: every frame of the source
     seconds: float  # wall-clock time of the render
     engine_errors: int  # frames the engine failed on, written unchanged (the log says why)
+    source_damage: str | None = None  # the source was cut short or had damaged packets (one line): the output holds
+    # the frames that could be read; None for a clean source
 
 
 def edit(source: str | Path, output: str | Path, *, keyframes: KeyframeInput | None = None,
@@ -67,4 +72,6 @@ def edit(source: str | Path, output: str | Path, *, keyframes: KeyframeInput | N
     result = assemble(config, StageTimes(), progress=progress).run()
     if result.interrupted:
         raise KeyboardInterrupt
-    return EditResult(Path(output), result.sent, result.wall_s, result.engine_errors)
+    if result.source_damage is not None:
+        log.warning("%s; %s holds those %d frames", result.source_damage, output, result.frames)
+    return EditResult(Path(output), result.sent, result.wall_s, result.engine_errors, result.source_damage)

@@ -70,8 +70,8 @@ def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) ->
     mouths: dict[str, list[np.ndarray]] = {"source": [], "output": []}
     sharp, sse, count, windows = [0.0, 0.0], 0.0, 0, []
     mel = melspectrogram(read_audio(source)[0])
-    src = VideoReader(source, "source", stop_on_damage=True)
-    out = VideoReader(output, "output", stop_on_damage=True)
+    src = VideoReader(source, "source")
+    out = VideoReader(output, "output")
     try:
         with FaceTracker() as tracker:
             while (a_frame := src.read()) is not None and (b_frame := out.read()) is not None:

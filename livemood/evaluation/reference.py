@@ -83,7 +83,7 @@ def score_video(path: Path, classifier: ExpressionClassifier, tracker_config: Tr
     """Mean class probabilities (7,), mean face-unit shape (478, 2) and the number of frames with a face, of a
     video scored on its own tracked face."""
     crops, shapes = [], []
-    with VideoReader(path, "reference", stop_on_damage=True) as reader, FaceTracker(tracker_config) as tracker:
+    with VideoReader(path, "reference") as reader, FaceTracker(tracker_config) as tracker:
         while (item := reader.read()) is not None:
             face = tracker.track(item[0], round(item[1] * 1e3))
             if face is not None:

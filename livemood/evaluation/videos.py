@@ -93,9 +93,9 @@ def evaluate_videos(source: Path, output: Path, emotion: str | None, plot: Path 
         raise UsageError(f"max_frames must be at least 1, got {max_frames}")
     if plot is not None and not plot.resolve().parent.is_dir():
         raise UsageError(f"plot folder does not exist: {plot.resolve().parent}")
-    src = VideoReader(source, "source", stop_on_damage=True)
+    src = VideoReader(source, "source")
     try:
-        out = VideoReader(output, "output", stop_on_damage=True)
+        out = VideoReader(output, "output")
     except UsageError:
         src.close()
         raise

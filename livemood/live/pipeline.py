@@ -53,6 +53,7 @@ class RunResult:
     wall_s: float
     interrupted: bool
     tracker_errors: int = 0  # frames the face tracker failed on (the engine got no face: sent raw)
+    source_damage: str | None = None  # a file source's damage (cut short, packets skipped), one line; None if clean
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Pipeline:
                 log.warning("the %s failed on %d of %d frames; those were sent unchanged", stage, errors,
                             self._frames)
         return RunResult(self._frames, self._sent, self._repeated, self.source.dropped, self._engine_errors,
-                         now() - t_start, interrupted, self._tracker_errors)
+                         now() - t_start, interrupted, self._tracker_errors, self.source.damage)
 
     def abort(self) -> None:
         """Close everything without running (after a failure between `assemble` and `run`): no file is kept."""

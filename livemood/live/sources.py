@@ -6,6 +6,7 @@ Live sources (cameras, streams) keep only their newest frame; files drop nothing
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from abc import ABC, abstractmethod
@@ -39,6 +40,7 @@ class Source(ABC):
     frame_count: int | None = None  # frames to expect, when known
     audio_path: Path | None = None  # a file whose audio track belongs to these frames
     time_base: Fraction | None = None  # the exact unit of `Frame.time_s` ticks, when the source has one
+    damage: str | None = None  # a file's damage (packets skipped, cut short), one line, once read; None if clean
 
     def __init__(self, policy: DropPolicy, capacity: int, times: StageTimes | None, stage: str | None) -> None:
         self._handoff: Handoff[Frame] = Handoff(policy, capacity)
@@ -114,6 +116,13 @@ def opencv_api(target: int | str) -> int:
     return cv2.CAP_ANY
 
 
+def describe_target(target: int | str) -> str:
+    """"camera 0", or "stream rtsp://user:***@host/path" (a password in the address is not shown)."""
+    if isinstance(target, int):
+        return f"camera {target}"
+    return "stream " + re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", target)
+
+
 class CameraSource(Source):
     """A camera (index) or network stream (URL) read by OpenCV; only the newest frame is kept.
 
@@ -138,7 +147,7 @@ class CameraSource(Source):
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
-            raise UsageError(f"camera {target} opened but gave no frame")
+            raise UsageError(f"{describe_target(target)} opened but gave no frame")
         self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
         reported = self._cap.get(cv2.CAP_PROP_FPS)
@@ -151,6 +160,9 @@ class CameraSource(Source):
         cap = cv2.VideoCapture(self.target, opencv_api(self.target))
         if not cap.isOpened():
             cap.release()
+            if isinstance(self.target, str):
+                raise UsageError(f"{describe_target(self.target)} could not be opened: it did not answer, or sent "
+                                 "no video (check the address, and that the stream is running)")
             raise UsageError(f"camera {self.target} could not be opened (see `livemood devices`)")
         size, fps = self._request
         if isinstance(self.target, int):
@@ -210,7 +222,7 @@ class FileSource(Source):
     def __init__(self, path: Path, size: tuple[int, int] | None = None, times: StageTimes | None = None) -> None:
         super().__init__(DropPolicy.BLOCK, FILE_QUEUE, times, "decode")
         self.path = path
-        self._reader = VideoReader(path, "source", size)
+        self._reader = VideoReader(path, "source", size, warn_damage=False)  # the run reports it (RunResult)
         self.size = self._reader.size
         self.fps = self._reader.fps
         self.frame_count = self._reader.declared_frames
@@ -220,6 +232,10 @@ class FileSource(Source):
     def _images(self) -> Iterator[tuple[np.ndarray, float]]:
         while not self._stop.is_set() and (item := self._reader.read()) is not None:
             yield item
+
+    @property
+    def damage(self) -> str | None:
+        return self._reader.damage
 
     def _release(self) -> None:
         self._reader.close()
