@@ -142,28 +142,29 @@ class CameraSource(Source):
     ) -> None:
         super().__init__(DropPolicy.LATEST, 1, times, None)
         self.target = target
+        self.name = describe_target(target)  # for every line about it: a stream's password is never logged
         self._request = (size, fps)
         self._cap = self._open()
         ok, first = self._cap.read()
         if not ok or first is None:
             self._cap.release()
-            raise UsageError(f"{describe_target(target)} opened but gave no frame")
+            raise UsageError(f"{self.name} opened but gave no frame")
         self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
         reported = self._cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps or (reported if 1 <= reported <= 240 else CAMERA_FALLBACK_FPS)
         self.measured_fps: float | None = None
         self.outage = Episode(log)  # the camera giving no frames, reconnecting
-        log.info("camera %s: %dx%d, pacing at %.3g fps", target, *self.size, self.fps)
+        log.info("%s: %dx%d, pacing at %.3g fps", self.name, *self.size, self.fps)
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self.target, opencv_api(self.target))
         if not cap.isOpened():
             cap.release()
             if isinstance(self.target, str):
-                raise UsageError(f"{describe_target(self.target)} could not be opened: it did not answer, or sent "
+                raise UsageError(f"{self.name} could not be opened: it did not answer, or sent "
                                  "no video (check the address, and that the stream is running)")
-            raise UsageError(f"camera {self.target} could not be opened (see `livemood devices`)")
+            raise UsageError(f"{self.name} could not be opened (see `livemood devices`)")
         size, fps = self._request
         if isinstance(self.target, int):
             # Without MJPG many USB cameras fall back to raw YUYV at a low fps for large sizes.
@@ -187,19 +188,19 @@ class CameraSource(Source):
                 ok, image = self._cap.read()
             except cv2.error as e:  # some backends raise where others return False: the same lost camera
                 ok, image = False, None
-                log.debug("camera %s: %s", self.target, e)
+                log.debug("%s: %s", self.name, e)
             if ok and image is not None:
                 delay = RECONNECT_DELAY_S[0]
-                self.outage.end("camera %s is back", self.target)
+                self.outage.end("%s is back", self.name)
                 if (image.shape[1], image.shape[0]) != self.size:
                     image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
                 count += 1
                 if count == FPS_MEASURE_FRAMES:
                     self.measured_fps = count / (now() - t_count)
-                    log.info("camera %s delivers %.1f fps", self.target, self.measured_fps)
+                    log.info("%s delivers %.1f fps", self.name, self.measured_fps)
                 yield image, now()
                 continue
-            self.outage.start("camera %s gives no frames; repeating the last one while reconnecting", self.target)
+            self.outage.start("%s gives no frames; repeating the last one while reconnecting", self.name)
             self._cap.release()
             while not self._stop.wait(delay):
                 delay = min(2 * delay, RECONNECT_DELAY_S[1])  # also when it opens but gives nothing again
