@@ -272,14 +272,19 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
 
     if args.syncnet is not None and args.weights is None:
         raise UsageError("--syncnet scores a checkpoint: give --weights too")
+    if args.reference is not None and args.emotion is None:
+        raise UsageError("--reference compares with a real take of an emotion: give --emotion too")
     keyframes = _evaluated_keyframes(args)
+    syncnet = None
+    if args.syncnet is not None:  # checked before the render, which takes a while
+        from livemood.evaluation.checkpoint import open_syncnet
+
+        syncnet = open_syncnet(args.syncnet)
     if args.weights is not None:
         from livemood.evaluation.checkpoint import render
 
         render(args.weights, args.source, args.output, args.emotion or "neutral", args.intensity, args.backend)
     plot = args.plot or args.output.with_suffix(".evaluate.png")
-    if args.reference is not None and args.emotion is None:
-        raise UsageError("--reference compares with a real take of an emotion: give --emotion too")
     classifier = load_classifier(args.classifier)
     report = evaluate_videos(args.source, args.output, args.emotion, plot, classifier=classifier,
                              keyframes=keyframes)
@@ -300,7 +305,7 @@ def cmd_evaluate(argv: Sequence[str]) -> int:
     if args.weights is not None:
         from livemood.evaluation.checkpoint import score_checkpoint_output
 
-        scores = score_checkpoint_output(args.source, args.output, args.syncnet)
+        scores = score_checkpoint_output(args.source, args.output, syncnet)
         result["checkpoint"] = {"weights": str(args.weights), "intensity": args.intensity, **scores.to_dict()}
         text += "\n" + scores.summary()
     sys.stdout.write((json.dumps(result, allow_nan=False) if args.json else text) + "\n")
