@@ -88,12 +88,16 @@ def bad_onnx(case: str, folder: Path, export: Path) -> Path:
 
         torch.onnx.export(Larger(), (torch.zeros(1, 1, 80, 16), torch.zeros(1, 6, 128, 128)), str(path),
                           input_names=["audio", "face"], output_names=["image"], dynamo=False)
-    elif case == "unknown_op":  # the right interface, a node ONNX Runtime cannot build
+    elif case in ("unknown_op", "type_error"):  # a generator's interface around a graph that cannot run
         inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", 1, 80, 16]),
                   helper.make_tensor_value_info("face", TensorProto.FLOAT, ["N", 6, 96, 96])]
         image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 96, 96])
-        node = helper.make_node("Lipsync", ["audio", "face"], ["image"], domain="com.example")
-        onnx.save(helper.make_model(helper.make_graph([node], "unknown", inputs, [image])), path)
+        if case == "unknown_op":
+            nodes = [helper.make_node("Lipsync", ["audio", "face"], ["image"], domain="com.example")]
+        else:  # the checker passes it; ONNX Runtime's type inference refuses float + int64
+            nodes = [helper.make_node("Cast", ["face"], ["whole"], to=TensorProto.INT64),
+                     helper.make_node("Add", ["face", "whole"], ["image"])]
+        onnx.save(helper.make_model(helper.make_graph(nodes, case, inputs, [image])), path)
     return path
 
 
@@ -105,7 +109,8 @@ def bad_onnx(case: str, folder: Path, export: Path) -> Path:
     ("classifier", "does not take a generator's inputs: it takes input (N, 3, 224, 224) float; a generator takes "
                    "audio (batch, 1, 80, 16) float, face (batch, 6, 96, 96) float"),
     ("larger_face", "it takes audio (1, 1, 80, 16) float, face (1, 6, 128, 128) float; a generator takes"),
-    ("unknown_op", "ONNX Runtime cannot load"),
+    ("unknown_op", "is not a valid ONNX model: No opset import for domain 'com.example'"),
+    ("type_error", "ONNX Runtime cannot load"),
 ])
 def test_a_bad_onnx_file_is_refused_before_the_run(files: dict[str, Path], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str], case: str, says: str) -> None:

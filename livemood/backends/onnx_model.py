@@ -1,5 +1,5 @@
-"""A given .onnx file checked before anything runs it: it must parse, hold a graph, and take and give a generator's
-tensors (see `models.wav2lip.input_shapes`).
+"""A given .onnx file checked before anything runs it: it must parse, hold a valid graph, and take and give a
+generator's tensors (see `models.wav2lip.input_shapes`).
 
 Without this, a file that is not ONNX fails inside ONNX Runtime or TensorRT with a protobuf traceback, and a model
 of another shape is accepted and fails on the first frame. Here either is a `CheckpointError` naming what the
@@ -65,6 +65,10 @@ def check_generator_onnx(path: Path) -> None:
     graph = model.graph
     if not graph.node:
         raise CheckpointError(f"{path} is not an ONNX model (it holds no graph)")
+    try:
+        onnx.checker.check_model(model)  # every node a known op with valid attributes (0.3 s for the full model)
+    except onnx.checker.ValidationError as e:
+        raise CheckpointError(f"{path} is not a valid ONNX model: {str(e).strip().splitlines()[0]}") from e
     weights = {init.name for init in graph.initializer}  # IR < 4 also lists the weights among the inputs
     found = {i.name: _tensor(i) for i in graph.input if i.name not in weights}
     if not any(_takes(found, input_shapes(conditioned)) for conditioned in (False, True)):
