@@ -4,9 +4,11 @@ allows for fp32's own rounding at realistic weight scales but still refuses a wr
 
 from __future__ import annotations
 
+import logging
 import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +60,20 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def refusal(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """The one stderr line of a command that must be refused with exit status 2."""
-    status = main(argv)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert status == EXIT_USAGE and len(err) == 1 and err[0].startswith("livemood: error: "), (status, err)
-    return err[0]
+@pytest.fixture
+def refusal(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[[list[str]], str]:
+    """Runs a command that must be refused with exit status 2; returns its one stderr line. Warnings are logged
+    (to stderr outside the tests) only after the checks, so none comes before it."""
+
+    def run(argv: list[str]) -> str:
+        caplog.clear()
+        status = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert status == EXIT_USAGE and len(err) == 1 and err[0].startswith("livemood: error: "), (status, err)
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        return err[0]
+
+    return run
 
 
 def bad_onnx(case: str, folder: Path, export: Path) -> Path:
@@ -113,9 +123,9 @@ def bad_onnx(case: str, folder: Path, export: Path) -> Path:
     ("type_error", "ONNX Runtime cannot load"),
 ])
 def test_a_bad_onnx_file_is_refused_before_the_run(files: dict[str, Path], tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str], case: str, says: str) -> None:
+                                                   refusal: Callable[[list[str]], str], case: str, says: str) -> None:
     path, out = bad_onnx(case, tmp_path, files["export"]), tmp_path / "out.mp4"
-    line = refusal(capsys, ["--source", "demo", "--engine", "neural", "--weights", str(path), "--backend",
+    line = refusal(["--source", "demo", "--engine", "neural", "--weights", str(path), "--backend",
                             "onnxruntime-cpu", "--output", str(out)])
     assert str(path) in line and says in line
     assert not out.exists()
@@ -148,10 +158,10 @@ def videos(media: Path, tmp_path: Path) -> Path:
     ("--resume", "export", "is not a PyTorch checkpoint"),
 ])
 def test_train_refuses_a_checkpoint_before_any_work(files: dict[str, Path], videos: Path, tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture[str], option: str, given: str,
+                                                    refusal: Callable[[list[str]], str], option: str, given: str,
                                                     says: str) -> None:
     out = tmp_path / "run"
-    line = refusal(capsys, ["train", "--data", str(videos), "--out", str(out), "--width", str(WIDTH),
+    line = refusal(["train", "--data", str(videos), "--out", str(out), "--width", str(WIDTH),
                             "--steps", "1", "--batch", "1", "--device", "cpu", option, str(files[given])])
     assert line.startswith(f"livemood: error: {option}: ") and str(files[given]) in line and says in line
     assert not out.exists(), "nothing is preprocessed or written before the checkpoints are checked"
@@ -169,21 +179,21 @@ def evaluation(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     ("--weights", "syncnet", "{path}: missing tensor 'face_encoder_blocks.0.0.conv_block.0.weight'"),
 ])
 def test_evaluate_refuses_a_checkpoint_before_rendering(files: dict[str, Path], evaluation: dict[str, Path],
-                                                        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        tmp_path: Path, refusal: Callable[[list[str]], str],
                                                         option: str, given: str, says: str) -> None:
     path = files.get(given, tmp_path / "missing.pth")
     weights = path if option == "--weights" else files["generator"]
     argv = ["evaluate", "--source", str(evaluation["source"]), "--output", str(evaluation["output"]),
-            "--weights", str(weights)]
+            "--weights", str(weights), "--backend", "onnxruntime-cpu"]
     if option == "--syncnet":
         argv += ["--syncnet", str(path)]
-    assert says.format(path=path) in refusal(capsys, argv)
+    assert says.format(path=path) in refusal(argv)
     assert not evaluation["output"].exists() and not evaluation["artefacts"].exists()
 
 
 def test_export_refuses_a_checkpoint_of_another_network(files: dict[str, Path], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    line = refusal(capsys, ["export", "--weights", str(files["syncnet"]), "--out", str(tmp_path / "x.onnx")])
+                                                        refusal: Callable[[list[str]], str]) -> None:
+    line = refusal(["export", "--weights", str(files["syncnet"]), "--out", str(tmp_path / "x.onnx")])
     assert "not a Wav2Lip generator" in line and not (tmp_path / "x.onnx").exists()
 
 

@@ -197,8 +197,6 @@ class Trainer:
         if w.sync > 0 and config.syncnet is not None:
             with _refused_as("--syncnet"):
                 self.syncnet = load_syncnet(config.syncnet).to(dev).requires_grad_(False)
-        elif w.sync > 0 and proc.main:
-            log.warning("sync loss off: no --syncnet weights given (the lip-sync expert must be pre-trained)")
         self.emotion: EmotionLoss | None = None
         if w.emotion > 0:
             self.emotion = EmotionLoss(ExpressionClassifier().net).to(dev)
@@ -212,6 +210,8 @@ class Trainer:
         if config.resume is not None:
             with _refused_as("--resume"):
                 self._resume(generator, disc)
+        if self.syncnet is None and w.sync > 0 and proc.main:  # after the checks: a refused file is the only line
+            log.warning("sync loss off: no --syncnet weights given (the lip-sync expert must be pre-trained)")
         if proc.world > 1:
             ids = [dev.index] if dev.type == "cuda" else None
             generator = DistributedDataParallel(generator, device_ids=ids)
