@@ -124,10 +124,11 @@ def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
     name = f"{key['weights_sha256'][:16]}{ONNX_SUFFIX}"
     path = cache.lookup(name, key)
     if path is None:
+        model = load_generator(weights)  # a refused checkpoint leaves the cache untouched
         log.info("exporting %s to ONNX (once; cached in %s)", weights.name, cache.folder)
         cache.folder.mkdir(parents=True, exist_ok=True)
         tmp = cache.path(name + ".export")
-        export_onnx(load_generator(weights), tmp)
+        export_onnx(model, tmp)
         path = cache.store(name, key, tmp)
     return path
 
@@ -145,6 +146,10 @@ def open_runner(weights: Path, requested: str = DEFAULT_BACKEND, cache: Artefact
 
 def _open(weights: Path, requested: str, cache: ArtefactCache) -> Runner:
     is_onnx = weights.suffix == ONNX_SUFFIX
+    if is_onnx:  # a file from elsewhere: refused here, not by a backend's traceback or on the first frame
+        from livemood.backends.onnx_model import check_generator_onnx
+
+        check_generator_onnx(weights)
     choice = choose(requested, onnx_only=is_onnx)
     if choice.backend.startswith("torch"):
         from livemood.backends.torch_runner import TorchRunner

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _state
+
+from livemood.models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+_REFUSED = (_state.Fail, _state.InvalidGraph, _state.InvalidProtobuf, _state.NotImplemented, _state.InvalidArgument)
 
 
 class OrtRunner:
@@ -22,7 +26,10 @@ class OrtRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads  # 0 = one per physical core
         providers = [CUDA, CPU] if cuda else [CPU]
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        except _REFUSED as e:  # a graph that parses but ONNX Runtime cannot build (an unknown op, a broken node)
+            raise CheckpointError(f"ONNX Runtime cannot load {onnx_path}: {str(e).strip().splitlines()[0]}") from e
         active = self.session.get_providers()[0]
         if cuda and active != CUDA:
             log.warning("ONNX Runtime could not use CUDA (active providers: %s): running on the CPU",

@@ -16,17 +16,21 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from livemood.audio.files import read_audio
 from livemood.audio.mel import mel_window, melspectrogram
-from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig
+from livemood.config import Controls, OutputConfig, RunConfig, SourceConfig, UsageError
 from livemood.evaluation.metrics import psnr, sharpness
 from livemood.face.align import WARP_CROP_SIZE, WAV2LIP_CROP_SIZE, crop_transform, warp_crop, wav2lip_transform
 from livemood.face.tracker import FaceTracker
 from livemood.video import VideoReader
+
+if TYPE_CHECKING:
+    from livemood.models.syncnet import SyncNet
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,17 @@ class CheckpointScores:
                 f"{self.face_psnr_db:.2f} dB")
 
 
+def open_syncnet(path: Path) -> SyncNet:
+    """The `--syncnet` weights, loaded and checked (before anything is rendered); UsageError if refused."""
+    from livemood.models.checkpoint import CheckpointError
+    from livemood.models.syncnet import load_syncnet
+
+    try:
+        return load_syncnet(path)
+    except CheckpointError as e:
+        raise UsageError(f"--syncnet: {e}") from e
+
+
 def render(weights: Path, source: Path, output: Path, emotion: str, intensity: float, backend: str) -> None:
     """Write `output`: `source` through the neural engine with these weights and controls."""
     from livemood.live.pipeline import assemble
@@ -62,7 +77,7 @@ def render(weights: Path, source: Path, output: Path, emotion: str, intensity: f
     assemble(config, StageTimes()).run()
 
 
-def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) -> CheckpointScores:
+def score_checkpoint_output(source: Path, output: Path, syncnet: SyncNet | None) -> CheckpointScores:
     """SyncNet scores and visual-quality measures of `output` (rendered from `source`); see the module docstring.
 
     Both videos are decoded in lockstep, a frame at a time; only the small crops are kept.
@@ -94,10 +109,9 @@ def score_checkpoint_output(source: Path, output: Path, syncnet: Path | None) ->
         raise ValueError(f"no face found in {source}")
     scores: list[float | None] = [None] * 4
     if syncnet is not None:
-        from livemood.models.syncnet import load_syncnet, sync_scores
+        from livemood.models.syncnet import sync_scores
 
-        net = load_syncnet(syncnet)
         stacked = np.stack(windows).astype(np.float32)
-        scores = [*sync_scores(net, np.stack(mouths["source"]), stacked),
-                  *sync_scores(net, np.stack(mouths["output"]), stacked)]
+        scores = [*sync_scores(syncnet, np.stack(mouths["source"]), stacked),
+                  *sync_scores(syncnet, np.stack(mouths["output"]), stacked)]
     return CheckpointScores(*scores, sharpness_ratio=sharp[1] / max(sharp[0], 1e-9), face_psnr_db=psnr(sse, count))

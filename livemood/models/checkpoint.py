@@ -14,13 +14,16 @@ from livemood.atomic import AtomicFile, cannot_write
 
 
 class CheckpointError(ValueError):
-    """A file that is not a generator checkpoint of a known architecture; the message names the first problem."""
+    """A weights file (a checkpoint, or an exported ONNX model) that is not one of a known architecture, or cannot be
+    read; the message names the file and the first problem."""
 
 
 def load_checkpoint(path: Path) -> object:
     """A checkpoint file's contents, loaded safely (tensors and plain containers only, `weights_only=True`)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:  # missing, a folder, unreadable
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from e
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
         # torch's message is a paragraph; its unpickler's own complaint is the last non-empty line before the hint.
         lines = [line.strip() for line in str(e).splitlines() if line.strip() and "documentation" not in line]

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FACE_SIZE = 96  # pixels, crop side
 MEL_SHAPE = (80, 16)  # mel bands x mel frames per window
+OUTPUT_SHAPE = (3, FACE_SIZE, FACE_SIZE)  # the generated crop after the batch axis, BGR in [0, 1]
 SLIM_WIDTH = 0.5  # channel multiplier of the CPU-friendly variant
 FILM_PREFIX = "film."  # parameters of the emotion conditioning; absent from plain Wav2Lip checkpoints
 FIRST_KEY = "face_encoder_blocks.0.0.conv_block.0.weight"  # (16·width, 6, 7, 7): tells the width
@@ -149,9 +150,18 @@ class EmotionWav2Lip(Wav2Lip):
         return x * (1.0 + s * gamma) + s * beta
 
 
+def input_shapes(conditioned: bool, n_emotions: int = len(EMOTIONS)) -> dict[str, tuple[int, ...]]:
+    """The generator's inputs in `forward`'s order, each with its shape after the batch axis (also the ONNX
+    export's input names and shapes): audio (1, 80, 16), face (6, 96, 96), emotion (E,), intensity ()."""
+    shapes = {"audio": (1, *MEL_SHAPE), "face": (6, FACE_SIZE, FACE_SIZE)}
+    if conditioned:
+        shapes |= {"emotion": (n_emotions,), "intensity": ()}
+    return shapes
+
+
 def input_names(model: Wav2Lip) -> list[str]:
     """The generator's inputs in `forward`'s order (also the ONNX export's input names)."""
-    return ["audio", "face", "emotion", "intensity"] if isinstance(model, EmotionWav2Lip) else ["audio", "face"]
+    return list(input_shapes(isinstance(model, EmotionWav2Lip)))
 
 
 def build_generator(state: dict[str, torch.Tensor], conditioned: bool = False, source: str = "state dict"

@@ -11,6 +11,7 @@ engine and Wav2Lip's tools load them; `losses.csv` keeps every logged step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import os
@@ -27,7 +28,13 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
 from livemood.config import UsageError
-from livemood.models.checkpoint import load_checkpoint, save_checkpoint, state_dict_of
+from livemood.models.checkpoint import (
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    save_checkpoint,
+    state_dict_of,
+)
 from livemood.models.discriminator import QualityDiscriminator
 from livemood.models.expression import ExpressionClassifier
 from livemood.models.syncnet import SyncNet, load_syncnet, sync_loss
@@ -125,9 +132,19 @@ def _prepare_data(config: TrainConfig, proc: Process) -> TalkingFaceDataset:
     return TalkingFaceDataset(loaded, paired=config.paired, seed=config.seed)
 
 
+@contextlib.contextmanager
+def _refused_as(option: str) -> Iterator[None]:
+    """A checkpoint refused while loading the file given to `option` is the user's error, naming the option."""
+    try:
+        yield
+    except CheckpointError as e:
+        raise UsageError(f"{option}: {e}") from e
+
+
 def _generator(config: TrainConfig) -> Wav2Lip:
     if config.init is not None:
-        model = load_generator(config.init, conditioned=config.conditioned)
+        with _refused_as("--init"):
+            model = load_generator(config.init, conditioned=config.conditioned)
         if model.width != config.width:
             log.info("--init has width %g; training that width", model.width)
         return model.train()
@@ -148,11 +165,17 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _restore(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    """Load a checkpoint of this trainer into the model and its optimiser (read once); returns its contents."""
+    """Load a checkpoint of this trainer into the model and its optimiser (read once); returns its contents.
+    CheckpointError, before anything is loaded, if its tensors are not this model's."""
     data = load_checkpoint(path)
-    model.load_state_dict(state_dict_of(data, str(path)))
+    state = state_dict_of(data, str(path))
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state)
     if isinstance(data, dict) and data.get("optimizer") is not None:
-        optimizer.load_state_dict(data["optimizer"])
+        try:
+            optimizer.load_state_dict(data["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:  # torch's own complaints about a mismatched optimiser state
+            raise CheckpointError(f"{path}: its optimiser state does not fit this model ({e})") from e
     return data if isinstance(data, dict) else {}
 
 
@@ -172,9 +195,8 @@ class Trainer:
         w = config.weights
         self.syncnet: SyncNet | None = None
         if w.sync > 0 and config.syncnet is not None:
-            self.syncnet = load_syncnet(config.syncnet).to(dev).requires_grad_(False)
-        elif w.sync > 0 and proc.main:
-            log.warning("sync loss off: no --syncnet weights given (the lip-sync expert must be pre-trained)")
+            with _refused_as("--syncnet"):
+                self.syncnet = load_syncnet(config.syncnet).to(dev).requires_grad_(False)
         self.emotion: EmotionLoss | None = None
         if w.emotion > 0:
             self.emotion = EmotionLoss(ExpressionClassifier().net).to(dev)
@@ -186,7 +208,10 @@ class Trainer:
         self.mask = full_face_mask().to(dev) if config.mask == "full" else None
         self.step_count = 0
         if config.resume is not None:
-            self._resume(generator, disc)
+            with _refused_as("--resume"):
+                self._resume(generator, disc)
+        if self.syncnet is None and w.sync > 0 and proc.main:  # after the checks: a refused file is the only line
+            log.warning("sync loss off: no --syncnet weights given (the lip-sync expert must be pre-trained)")
         if proc.world > 1:
             ids = [dev.index] if dev.type == "cuda" else None
             generator = DistributedDataParallel(generator, device_ids=ids)
@@ -254,6 +279,9 @@ def train(config: TrainConfig) -> Path | None:
     proc = _start_process(config.device)
     try:
         torch.manual_seed(config.seed)
+        # The networks first: a refused --init, --syncnet or --resume stops the run before the data is prepared
+        # (minutes) or anything is written.
+        trainer = Trainer(config, proc)
         if proc.main:
             config.out.mkdir(parents=True, exist_ok=True)
         dataset = _prepare_data(config, proc)
@@ -265,7 +293,6 @@ def train(config: TrainConfig) -> Path | None:
             else RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed)))
         loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=config.workers,
                             drop_last=True, pin_memory=proc.device.type == "cuda")
-        trainer = Trainer(config, proc)
         last: Path | None = None
         csv_file = open(config.out / "losses.csv", "a", newline="") if proc.main else None  # noqa: SIM115
         try:
