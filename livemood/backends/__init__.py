@@ -116,6 +116,7 @@ def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
     """The ONNX export of a checkpoint, made once and kept in the cache keyed by the checkpoint's hash."""
     import torch
 
+    from livemood.atomic import AtomicFile
     from livemood.backends.cache import file_sha256
     from livemood.backends.export import export_onnx
     from livemood.models.wav2lip import load_generator
@@ -127,9 +128,12 @@ def cached_onnx(weights: Path, cache: ArtefactCache) -> Path:
         model = load_generator(weights)  # a refused checkpoint leaves the cache untouched
         log.info("exporting %s to ONNX (once; cached in %s)", weights.name, cache.folder)
         cache.folder.mkdir(parents=True, exist_ok=True)
-        tmp = cache.path(name + ".export")
-        export_onnx(model, tmp)
-        path = cache.store(name, key, tmp)
+        staging = AtomicFile(cache.path(name + ".export"))  # a unique name: two runs may export it at once
+        try:
+            export_onnx(model, staging.tmp)
+            path = cache.store(name, key, staging.tmp)
+        finally:
+            staging.discard()  # already moved into the cache when stored
     return path
 
 
