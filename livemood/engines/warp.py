@@ -108,20 +108,32 @@ def _lock_inner_lips(move: np.ndarray) -> None:
     move[low, 1] = mean
 
 
-def _splat(points: np.ndarray, values: np.ndarray, sigma: float) -> np.ndarray:
-    """(GRID, GRID, C + 1): Gaussian-blurred bilinear splats of values (N, C) at points (N, 2) in grid cells, with
-    the splatted weight as the last channel."""
-    acc = np.zeros((GRID, GRID, values.shape[1] + 1))
-    data = np.column_stack([values, np.ones(len(points))])
-    x0, y0 = np.floor(points[:, 0]).astype(int), np.floor(points[:, 1]).astype(int)
-    fx, fy = points[:, 0] - x0, points[:, 1] - y0
-    for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xs, ys = x0 + dx, y0 + dy
-        ok = (xs >= 0) & (xs < GRID) & (ys >= 0) & (ys < GRID)
-        np.add.at(acc, (ys[ok], xs[ok]), data[ok] * w[ok, None])
-    # An unnormalised Gaussian (peak 1 for a single point), so the weights compare with EMPTY_WEIGHT.
-    blurred = cv2.GaussianBlur(acc.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
-    return blurred * np.float32(2 * math.pi * sigma**2)
+class _Splat:
+    """Gaussian-blurred bilinear splats onto the grid of values at fixed points (N, 2) in grid cells: the cells and
+    weights of the points' corners are worked out once for all the refinement rounds."""
+
+    def __init__(self, points: np.ndarray, sigma: float) -> None:
+        x0, y0 = np.floor(points[:, 0]).astype(int), np.floor(points[:, 1]).astype(int)
+        fx, fy = points[:, 0] - x0, points[:, 1] - y0
+        cells, weights, rows = [], [], []
+        for dx, dy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            xs, ys = x0 + dx, y0 + dy
+            ok = (xs >= 0) & (xs < GRID) & (ys >= 0) & (ys < GRID)
+            cells.append(ys[ok] * GRID + xs[ok])
+            weights.append(w[ok])
+            rows.append(np.flatnonzero(ok))
+        self._cells, self._weights, self._rows = (np.concatenate(v) for v in (cells, weights, rows))
+        self._sigma = sigma
+        self.weight = self(np.ones((len(points), 1)))[..., 0]  # (GRID, GRID): the splatted weight
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """(GRID, GRID, C) float32 from values (N, C)."""
+        spread = values[self._rows] * self._weights[:, None]
+        acc = np.stack([np.bincount(self._cells, spread[:, c], GRID * GRID) for c in range(values.shape[1])], axis=1)
+        # An unnormalised Gaussian (peak 1 for a single point), so the weights compare with EMPTY_WEIGHT.
+        blurred = cv2.GaussianBlur(acc.reshape(GRID, GRID, -1).astype(np.float32), (0, 0), self._sigma,
+                                   borderType=cv2.BORDER_CONSTANT)
+        return blurred.reshape(GRID, GRID, -1) * np.float32(2 * math.pi * self._sigma**2)
 
 
 def velocity_field(landmarks: np.ndarray, move: np.ndarray, unit: float) -> np.ndarray:
@@ -129,13 +141,13 @@ def velocity_field(landmarks: np.ndarray, move: np.ndarray, unit: float) -> np.n
     face units (pinned landmarks move by zero)."""
     points = np.concatenate([landmarks[FREE], landmarks[PINNED]])
     values = np.concatenate([move[FREE], np.zeros((len(PINNED), 2))]) * unit
-    mask = face_mask(landmarks, GRID, FIELD_MASK)[..., None]
+    splat = _Splat(points, SPLAT_SIGMA * unit)
+    gain = face_mask(landmarks, GRID, FIELD_MASK)[..., None] / (splat.weight[..., None] + EMPTY_WEIGHT)
     field = np.zeros((GRID, GRID, 2), np.float32)
     at_x, at_y = points[:, 0].astype(np.float32)[None], points[:, 1].astype(np.float32)[None]
     for _ in range(REFINE):  # each round spreads what the field still misses at the landmarks
-        residual = values - np.stack([_sample(field[..., c], at_x, at_y)[0] for c in range(2)], axis=1)
-        acc = _splat(points, residual, SPLAT_SIGMA * unit)
-        field += mask * acc[..., :2] / (acc[..., 2:] + EMPTY_WEIGHT)
+        residual = values - _sample(field, at_x, at_y)[0]
+        field += gain * splat(residual)
     _lock_mouth_band(field, landmarks, unit)
     return field
 
@@ -230,17 +242,21 @@ def warp_frame(frame: np.ndarray, backward: np.ndarray, m: Affine, box: tuple[in
     m = np.asarray(m, dtype=np.float64)
     a = m[:, :2]
     to_grid = np.hstack([a, (m[:, 2] + a @ (x0, y0))[:, None]])  # box pixel -> grid cell
-    coarse = np.dstack([backward, compression_shade(backward) - 1.0])  # the shade as an offset: 0 outside
-    fine = cv2.warpAffine(coarse, to_grid, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT)
-    b_frame = fine[..., :2] @ np.linalg.inv(a).T.astype(np.float32)  # grid cells -> frame pixels, (h, w, 2)
-    xs, ys = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    # Done on the coarse grid, where it is cheap: grid cells -> frame pixels (a linear map, so it commutes with the
+    # upsampling) plus the box's corner (remap's relative map below is relative to the box's own pixels and reads
+    # the whole frame). Outside the grid: the corner, and no shade.
+    size, flags = (x1 - x0, y1 - y0), cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    moves = backward @ np.linalg.inv(a).T.astype(np.float32) + np.float32((x0, y0))
+    offsets = cv2.warpAffine(moves, to_grid, size, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                             borderValue=(x0, y0))
+    shade = cv2.warpAffine(compression_shade(backward), to_grid, size, flags=flags, borderMode=cv2.BORDER_CONSTANT,
+                           borderValue=1.0)
     # Bicubic: a moved pixel keeps more of its fine detail than bilinear gives; where b is zero both are exact.
-    warped = cv2.remap(frame, xs + b_frame[..., 0], ys + b_frame[..., 1], cv2.INTER_CUBIC,
+    warped = cv2.remap(frame, offsets, None, cv2.INTER_CUBIC | cv2.WARP_RELATIVE_MAP,
                        borderMode=cv2.BORDER_REPLICATE)
-    shade = fine[..., 2:] + 1.0
     out = frame.copy()
-    out[y0:y1, x0:x1] = np.where(shade == 1.0, warped, np.clip(np.rint(warped * shade), 0, 255)).astype(np.uint8)
+    # Rounded and saturated by OpenCV; a factor of exactly 1 (everywhere nothing is shaded) returns the pixel.
+    out[y0:y1, x0:x1] = cv2.multiply(warped, cv2.merge([shade, shade, shade]), dtype=cv2.CV_8U)
     return out
 
 
