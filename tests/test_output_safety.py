@@ -209,22 +209,29 @@ def test_read_only_output_folder_is_one_line(command: str, clip: Path, weights: 
 # --- signals -------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
-def test_signal_mid_run_stops_cleanly_with_128_plus_its_number(signum: signal.Signals, media: Path,
-                                                                tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    before = with_old_file(out, "out.mp4")
+def start_writing(media: Path, out: Path) -> subprocess.Popen[str]:
+    """A file run into `out`/out.mp4 that has started writing its temporary file (so a signal now cuts it short)."""
     # SIG_DFL: a shell's background job inherits SIGINT ignored, which the product rightly keeps ignoring.
     proc = subprocess.Popen(livemood_command("--source", media / "talk_e.mp4", "--engine", "passthrough",
                                              "--output", out / "out.mp4"),
                             stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not any(p.stat().st_size > WRITING_BYTES for p in temp_files(out)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the run ended, or never started writing, before it could be interrupted")
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_mid_run_stops_cleanly_with_128_plus_its_number(signum: signal.Signals, media: Path,
+                                                                tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = with_old_file(out, "out.mp4")
+    proc = start_writing(media, out)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not any(p.stat().st_size > WRITING_BYTES for p in temp_files(out)):
-            assert proc.poll() is None, "the run ended before it could be interrupted"
-            assert time.monotonic() < deadline, "the run never started writing"
-            time.sleep(0.02)
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=120)
     finally:
@@ -238,15 +245,8 @@ def test_a_repeated_signal_does_not_cut_the_clean_up_short(media: Path, tmp_path
     """Ctrl-C pressed again and again while the run stops: the first one counts, the clean-up finishes."""
     out = tmp_path / "out"
     before = with_old_file(out, "out.mp4")
-    proc = subprocess.Popen(livemood_command("--source", media / "talk_e.mp4", "--engine", "passthrough",
-                                             "--output", out / "out.mp4"),
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = start_writing(media, out)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not any(p.stat().st_size > WRITING_BYTES for p in temp_files(out)):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         # Python runs pending handlers lowest number first: SIGINT sent along with SIGTERM would be the first.
         assert proc.stderr is not None

@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,13 +33,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pyvirtualcam
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.pulse, the PulseAudio server the microphone tests use
+
+from bench_face import canvases  # noqa: E402  (a sibling tool: tools/ is on sys.path for scripts)
 
 from livemood.config import AudioConfig, OutputConfig, RunConfig, SourceConfig  # noqa: E402
 from livemood.frames import now  # noqa: E402
@@ -59,21 +61,8 @@ BOUNDARY = b"livemoodframe"
 
 def jpeg_frames(clip: Path) -> tuple[list[bytes], float]:
     """The clip's frames letterboxed to CAMERA_SIZE and JPEG-encoded (kept encoded: ~40 kB each), and its fps."""
-    out = []
-    with av.open(str(clip)) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate or 25)
-        for frame in container.decode(stream):
-            img = frame.to_ndarray(format="bgr24")
-            w, h = CAMERA_SIZE
-            scale = min(w / img.shape[1], h / img.shape[0])
-            size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
-            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            dx, dy = w - img.shape[1], h - img.shape[0]
-            img = cv2.copyMakeBorder(img, dy // 2, dy - dy // 2, dx // 2, dx - dx // 2, cv2.BORDER_CONSTANT,
-                                     value=(40, 40, 40))
-            out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes())
-    return out, fps
+    images, fps = canvases(clip, *CAMERA_SIZE, limit=sys.maxsize)
+    return [cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes() for img in images], fps
 
 
 class MjpegCamera:
@@ -176,6 +165,10 @@ def speech_loop(stop: threading.Event) -> None:
         player.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=2.0)
@@ -187,6 +180,8 @@ def main() -> int:
     if missing:
         sys.exit(f"soak: PulseAudio not found ({', '.join(missing)}): apt-get install pulseaudio pulseaudio-utils")
     quiet_native_stderr()
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C, so the PulseAudio server and paplay are stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     faults: list[str] = []
 
     class Faults(logging.Handler):  # every warning and error the run logs, for the summary
@@ -220,39 +215,42 @@ def main() -> int:
 
         runner = threading.Thread(target=run, name="pipeline")
         runner.start()
-        # Warm-up, not counted: the frames that queued in the stream while the engine loaded are dropped once
-        # (as from a webcam's driver buffer), and the first frames pay for lazy initialisation.
-        while not times.all and not stop.wait(0.1):
-            pass
-        stop.wait(WARMUP_S)
-        t_start, dropped, sent = now(), pipeline.source.dropped, CountingCamera.sent
-        warmup_dropped = dropped
-        times.minute, times.all = [], []
-        CountingCamera.take_gap()
-        for minute in range(1, int(np.ceil(args.minutes)) + 1):
-            end = t_start + min(minute, args.minutes) * 60
-            while not stop.is_set() and now() < end:
-                time.sleep(0.2)
-            if stop.is_set() and crash is not None:
-                break
-            fresh = len(times.minute)
-            latencies, times.minute = times.minute, []
-            d, s = pipeline.source.dropped - dropped, CountingCamera.sent - sent
-            dropped, sent = dropped + d, sent + s
-            seconds = (min(minute, args.minutes) - (minute - 1)) * 60
-            row = dict(minute=minute, fps=round(fresh / seconds, 2), fresh=fresh, dropped=d,
-                       drop_pct=round(100 * d / max(fresh + d, 1), 3), repeated=s - fresh,
-                       latency_p50_ms=round(percentile_ms(latencies, 50), 1),
-                       latency_p95_ms=round(percentile_ms(latencies, 95), 1),
-                       longest_gap_ms=round(1e3 * CountingCamera.take_gap(), 1), rss_mb=round(rss_mb(), 1))
-            minutes.append(row)
-            print(f"minute {minute}: {row['fps']:.1f} fps, dropped {d} ({row['drop_pct']:.2f} %), repeated "
-                  f"{row['repeated']}, latency p50 {row['latency_p50_ms']:.0f} ms p95 {row['latency_p95_ms']:.0f} ms,"
-                  f" longest gap {row['longest_gap_ms']:.0f} ms, RSS {row['rss_mb']:.1f} MB", flush=True)
-        stop.set()
-        runner.join()
-        speech_stop.set()
-        player.join()
+        try:
+            # Warm-up, not counted: the frames that queued in the stream while the engine loaded are dropped once
+            # (as from a webcam's driver buffer), and the first frames pay for lazy initialisation.
+            while not times.all and not stop.wait(0.1):
+                pass
+            stop.wait(WARMUP_S)
+            t_start, dropped, sent = now(), pipeline.source.dropped, CountingCamera.sent
+            warmup_dropped = dropped
+            times.minute, times.all = [], []
+            CountingCamera.take_gap()
+            for minute in range(1, int(np.ceil(args.minutes)) + 1):
+                end = t_start + min(minute, args.minutes) * 60
+                while not stop.is_set() and now() < end:
+                    time.sleep(0.2)
+                if stop.is_set() and crash is not None:
+                    break
+                fresh = len(times.minute)
+                latencies, times.minute = times.minute, []
+                d, s = pipeline.source.dropped - dropped, CountingCamera.sent - sent
+                dropped, sent = dropped + d, sent + s
+                seconds = (min(minute, args.minutes) - (minute - 1)) * 60
+                row = dict(minute=minute, fps=round(fresh / seconds, 2), fresh=fresh, dropped=d,
+                           drop_pct=round(100 * d / max(fresh + d, 1), 3), repeated=s - fresh,
+                           latency_p50_ms=round(percentile_ms(latencies, 50), 1),
+                           latency_p95_ms=round(percentile_ms(latencies, 95), 1),
+                           longest_gap_ms=round(1e3 * CountingCamera.take_gap(), 1), rss_mb=round(rss_mb(), 1))
+                minutes.append(row)
+                print(f"minute {minute}: {row['fps']:.1f} fps, dropped {d} ({row['drop_pct']:.2f} %), repeated "
+                      f"{row['repeated']}, latency p50 {row['latency_p50_ms']:.0f} ms "
+                      f"p95 {row['latency_p95_ms']:.0f} ms, longest gap {row['longest_gap_ms']:.0f} ms, "
+                      f"RSS {row['rss_mb']:.1f} MB", flush=True)
+        finally:  # also on Ctrl-C or SIGTERM: the pipeline, the speech and PulseAudio stop with the soak
+            stop.set()
+            runner.join()
+            speech_stop.set()
+            player.join()
     camera.close()
     summary = summarise(args, minutes, times.all, crash, warmup_dropped, faults)
     print(json.dumps(summary))
@@ -293,4 +291,7 @@ def summarise(args: argparse.Namespace, minutes: list[dict], latencies: list[flo
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: everything it started is already stopped
+        sys.exit("soak: interrupted, no summary")
