@@ -75,6 +75,12 @@ class Episode:
         return True
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line for a one-line report; its type's name when it has none."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
 _filter: threading.Thread | None = None
 
 

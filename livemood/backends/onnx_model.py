@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from livemood.backends.export import OUTPUT_NAME
+from livemood.logs import first_line
 from livemood.models.checkpoint import CheckpointError
 from livemood.models.wav2lip import OUTPUT_SHAPE, input_shapes
 
@@ -68,7 +69,7 @@ def check_generator_onnx(path: Path) -> None:
     try:
         onnx.checker.check_model(model)  # every node a known op with valid attributes (0.3 s for the full model)
     except onnx.checker.ValidationError as e:
-        raise CheckpointError(f"{path} is not a valid ONNX model: {str(e).strip().splitlines()[0]}") from e
+        raise CheckpointError(f"{path} is not a valid ONNX model: {first_line(e)}") from e
     weights = {init.name for init in graph.initializer}  # IR < 4 also lists the weights among the inputs
     found = {i.name: _tensor(i) for i in graph.input if i.name not in weights}
     if not any(_takes(found, input_shapes(conditioned)) for conditioned in (False, True)):

@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _state
 
+from livemood.logs import first_line
 from livemood.models.checkpoint import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class OrtRunner:
         try:
             self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
         except _REFUSED as e:  # a graph that parses but ONNX Runtime cannot build (an unknown op, a broken node)
-            raise CheckpointError(f"ONNX Runtime cannot load {onnx_path}: {str(e).strip().splitlines()[0]}") from e
+            raise CheckpointError(f"ONNX Runtime cannot load {onnx_path}: {first_line(e)}") from e
         active = self.session.get_providers()[0]
         if cuda and active != CUDA:
             log.warning("ONNX Runtime could not use CUDA (active providers: %s): running on the CPU",

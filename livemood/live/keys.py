@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from livemood.config import EMOTIONS, MAX_EXPRESSIVENESS
 from livemood.controls import ControlState
+from livemood.logs import first_line
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +371,7 @@ class GlobalKeys:
             if isinstance(e, ModuleNotFoundError) and e.name == "pynput":
                 reason = "pynput is not installed (pip install 'livemood[hotkeys]')"
             else:  # pynput raises ImportError when its backend cannot start, e.g. no X display
-                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                reason = first_line(e)
             log.debug("global hotkeys off: %s", reason)
             return self
         key = keyboard.Key

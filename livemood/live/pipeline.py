@@ -36,7 +36,7 @@ from livemood.live.sinks import (
 from livemood.live.sources import CameraSource, FileSource, ReplaySource, Source
 from livemood.live.stats import StageTimes
 from livemood.live.watch import FaceWatch
-from livemood.logs import Episode
+from livemood.logs import Episode, first_line
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +307,8 @@ class Pipeline:
 
 def _one_line(e: BaseException) -> str:
     """An exception as one line for the log: its type and the first line of its message."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+    line = first_line(e)
+    return line if line == type(e).__name__ else f"{type(e).__name__}: {line}"
 
 
 def open_source(config: SourceConfig, times: StageTimes | None = None, endless: bool = False,
