@@ -47,8 +47,8 @@ def test_edit_keeps_every_frame_copies_the_audio_and_reports_progress(tmp_path: 
     assert len(edited) == TALK_D_FRAMES
     moved = [moved_fraction(a, b) for a, b in zip(source, edited, strict=True)]
     # 2.5 s is frame 62; the ramp is over by frame 68. Before it only the speaker's own expressions move, 1.2 times
-    # as far: a few pixels beyond re-encoding (1.2e-4 of them at most; 9e-6 at expressiveness 1), the emotion 2e-2.
-    assert max(moved[:62]) < 1e-3 < 1e-2 < min(moved[68:]), "the face changes from the keyframe on, not before"
+    # as far: a few pixels beyond re-encoding (1.3e-3 of them at most, 7e-5 on average), the emotion 1.9e-2 or more.
+    assert max(moved[:62]) < 5e-3 < 1e-2 < min(moved[68:]), "the face changes from the keyframe on, not before"
 
 
 def test_edit_holds_a_constant_emotion_without_keyframes(tmp_path: Path) -> None:

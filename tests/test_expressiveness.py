@@ -11,10 +11,11 @@ import pytest
 
 from livemood.config import Controls
 from livemood.controls import ControlState
-from livemood.engines.expressiveness import SETTLE_S, NeutralFace
+from livemood.engines.expressiveness import CORNERS, SETTLE_S, TRANSFER, Layout, NeutralFace
 from livemood.engines.warp import WarpEngine
 from livemood.evaluation.metrics import expression_motion, lip_opening
 from livemood.face.align import to_face_units
+from livemood.face.regions import BROWS
 from livemood.face.tracker import Face, FaceTracker
 from livemood.live.keys import apply_key
 
@@ -30,8 +31,11 @@ def clip(media: Path) -> tuple[list[np.ndarray], list[Face]]:
     return frames, faces
 
 
-def render(clip: tuple[list[np.ndarray], list[Face]], controls: Controls) -> list[np.ndarray]:
+def render(clip: tuple[list[np.ndarray], list[Face]], controls: Controls, look_ahead: bool = False
+           ) -> list[np.ndarray]:
     engine = WarpEngine()
+    if look_ahead:  # as a file run does
+        engine.neutral.look_ahead((f, i * 0.04) for i, f in enumerate(clip[0]))
     return [engine.process(f, face, None, controls) for f, face in zip(*clip, strict=True)]
 
 
@@ -47,11 +51,37 @@ def test_it_scales_the_speakers_own_motion_and_keeps_the_opening(clip: tuple[lis
     ratios = {}
     for x in (0.5, 1.5):
         with FaceTracker() as tracker:
-            out_faces = [tracker.track(o, i * 40) for i, o in enumerate(render(clip, Controls(expressiveness=x)))]
+            out = render(clip, Controls(expressiveness=x), look_ahead=True)
+            out_faces = [tracker.track(o, i * 40) for i, o in enumerate(out)]
         shapes = np.array([to_face_units(f.landmarks) for f in out_faces])
         ratios[x] = float(np.sqrt(np.mean(expression_motion(shapes) ** 2))) / motion_in
         assert np.corrcoef(lips_in, [lip_opening(f.landmarks) for f in out_faces])[0, 1] >= 0.95
-    assert ratios[0.5] < 0.8 and ratios[1.5] > 1.3, ratios
+    assert 0.35 <= ratios[0.5] <= 0.65 and 1.35 <= ratios[1.5] <= 1.65, ratios
+
+
+def test_the_lips_and_the_skin_around_them_move_with_the_corners(clip: tuple[list[np.ndarray], list[Face]]) -> None:
+    neutral = np.median([to_face_units(f.landmarks) for f in clip[1]], axis=0)
+    layout = Layout.of(neutral, {region: 1.0 for region in TRANSFER})
+    deviation = np.zeros((478, 2))
+    deviation[[*CORNERS[0], *CORNERS[1]], 1] = -0.1  # both corners up: a smile
+    move = layout.move(deviation)[:, 1]
+    assert move[61] == move[291] == -0.1
+    assert abs(move[0]) < 0.02 and abs(move[17]) < 0.02, "the lips' middle stays"
+    assert move[40] <= move[37] < 0 and move[37] > -0.1, "lip points bend with their corner, less towards the middle"
+    assert -0.1 < move[57] < -0.02, "the skin beside the corner goes along"
+    assert abs(move[152]) < 1e-3 and not move[list(BROWS)].any(), "the chin and the brows stay"
+    gains = Layout.of(neutral).gain
+    assert gains[61] == 1 / TRANSFER["mouth"] and gains[105] == 1 / TRANSFER["brows"]
+
+
+def test_a_file_run_settles_the_neutral_before_its_first_frame(
+        clip: tuple[list[np.ndarray], list[Face]], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    neutral = NeutralFace()
+    neutral.look_ahead((f, i * 0.04) for i, f in enumerate(clip[0]))
+    assert neutral.settled and "neutral face settled from the first 6.0 s" in caplog.text
+    sampled = np.array([to_face_units(f.landmarks) for f in clip[1][::5]])  # SAMPLE_S apart
+    assert np.abs(neutral.neutral - np.median(sampled, axis=0)).max() < 0.01
 
 
 def test_neutral_face_settles_is_retaken_and_restarts_for_a_new_person(

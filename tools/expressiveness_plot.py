@@ -1,7 +1,7 @@
 """The README's expressiveness figure: one clip rendered at expressiveness 0.5 and 1.5, the motion of its brows,
 lids and lip corners around the neutral face over time, input vs each output (`livemood evaluate`'s measure).
 
-    .venv/bin/python tools/expressiveness_plot.py [--source ../shared/media/talk_e.mp4] [--out docs/expressiveness.png]
+    .venv/bin/python tools/expressiveness_plot.py [--source ../shared/media/talk_d.mp4] [--out docs/expressiveness.png]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ LEVELS = (0.5, 1.5)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media/talk_e.mp4")
+    p.add_argument("--source", type=Path, default=Path(__file__).resolve().parents[2] / "shared/media/talk_d.mp4")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs/expressiveness.png")
     args = p.parse_args()
     fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")

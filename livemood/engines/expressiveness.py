@@ -9,8 +9,10 @@ a long-held expression bends it only gradually. A new person (the face gone long
 starts it again; `retake` makes the current shape the neutral now (the `n` key: "this is my neutral face").
 
 The move at expressiveness X is (X - 1) x (current - neutral) on the landmarks where expressions show (brows, lids,
-cheeks, nose, the lip corners), none elsewhere: the jaw and the lips' opening stay the speaker's. It is smoothed over
-SMOOTH_S, about the tracker's own lag, so amplified motion is no jumpier than the tracking.
+cheeks, nose; the lips and the skin around them with the lip corners: see `Layout`), none elsewhere: the jaw and the
+lips' opening stay the speaker's. It is divided by how much of a move the face mesh reads back (`TRANSFER`), so the
+motion measured on the output is X times the input's, and smoothed over SMOOTH_S, about the tracker's own lag, so
+amplified motion is no jumpier than the tracking.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
 from livemood.face.align import to_face_units
-from livemood.face.regions import CHEEKS, LIP_CORNERS
+from livemood.face.regions import BROWS, CHEEKS, LIDS
+from livemood.face.tracker import FaceTracker
 
 log = logging.getLogger(__name__)
 
@@ -32,21 +37,69 @@ SETTLE_S = 3.0  # samples needed before the neutral counts as settled
 ADAPT_S = 30.0  # after settling, the neutral follows the window's median with this time constant
 FORGET_S = 2.0  # a face gone this long is a new person (the tracker's own re-acquisition window)
 SMOOTH_S = 0.02  # time constant of the move's smoothing
-OWN_GAIN = 2.0
 UPPER_FACE_Y = 0.9  # face units below the eye line: landmarks above it (brows, lids, nose, upper cheeks) are moved
-_MIRROR_CORNERS = (146, 91, 185, 40, 375, 321, 409, 270)  # lip points beside the corners, moved with them
+# The face mesh's lip contours (outer and inner), and each side's corner points (outer, inner).
+LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191, 267, 269, 270,
+        291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
+CORNERS = ((61, 78), (291, 308))  # the subject's right, then left
+SKIN_RADIUS = 0.3  # face units: the skin around the mouth moves with the nearest corner, fading over this
+# Of a move asked of the field, the fraction the face mesh reads back on the output, per region: the field meets
+# the landmarks' moves at 0.9 (brows, mouth) to 0.65-0.8 (lids, held back by the irises, which keep the gaze), and
+# the mesh reads less than the pixels moved. Moves are divided by it, so that the motion measured on the output
+# scales by X. Measured by `tools/fit_expressiveness.py` on talk_c and talk_e (checked on the other clips).
+TRANSFER = {"brows": 0.58, "lids": 0.44, "mouth": 0.74}
 
 
-def expressive_points(neutral: np.ndarray) -> np.ndarray:
-    """(K,) landmark indices the expressiveness moves, from a neutral (478, 2) face-unit shape."""
-    upper = np.flatnonzero(neutral[:468, 1] < UPPER_FACE_Y)
-    return np.union1d(upper, np.array([*CHEEKS, *LIP_CORNERS, *_MIRROR_CORNERS]))
+@dataclass(frozen=True)
+class Layout:
+    """Which landmarks the expressiveness moves, from a neutral (478, 2) face-unit shape, and by how much.
+
+    `points` (brows, lids, nose, forehead, cheeks) move by their own deviation from the neutral. The mouth moves
+    with its corners: each lip point with its side's corner, weighted by how far out towards it the point lies (1 at
+    the corner, 0 at the midline), so the lips bend and stretch with the corners; the skin around the mouth with the
+    nearest corner, fading over SKIN_RADIUS (the chin and jaw below stay the speaker's). `gain` is 1 / TRANSFER of
+    each point's region (points outside brows, lids and mouth take their nearest region's)."""
+
+    points: np.ndarray  # (K,) landmark indices moved by their own deviation
+    carried: np.ndarray  # (L,) landmark indices moved with a corner
+    side: np.ndarray  # (L,) 0 or 1, index into CORNERS
+    weight: np.ndarray  # (L,)
+    gain: np.ndarray  # (478,)
+
+    @classmethod
+    def of(cls, neutral: np.ndarray, transfer: dict[str, float] | None = None) -> Layout:
+        transfer = TRANSFER if transfer is None else transfer
+        corners = np.stack([neutral[list(c)].mean(axis=0) for c in CORNERS])  # (2, 2)
+        right, left = corners
+        lips = np.array(LIPS)
+        across = (neutral[lips] - 0.5 * (right + left)) @ (left - right) / (0.25 * float(np.sum((left - right) ** 2)))
+        upper = np.setdiff1d(np.union1d(np.flatnonzero(neutral[:468, 1] < UPPER_FACE_Y), CHEEKS), lips)
+        skin = np.setdiff1d(np.setdiff1d(np.arange(468), upper), lips)  # (the outline stays: the field pins it)
+        near = np.linalg.norm(neutral[skin, None] - corners[None], axis=2)  # (S, 2)
+        carried = np.concatenate([lips, skin])
+        side = np.concatenate([(across > 0).astype(int), near.argmin(axis=1)])
+        weight = np.concatenate([np.clip(np.abs(across), 0.0, 1.0), np.exp(-(near.min(axis=1) / SKIN_RADIUS) ** 2)])
+        regions = {"brows": np.array(BROWS), "lids": np.array(LIDS), "mouth": carried}
+        known = np.concatenate(list(regions.values()))
+        known_gain = np.concatenate([np.full(len(v), 1.0 / transfer[k]) for k, v in regions.items()])
+        nearest = np.linalg.norm(neutral[:, None] - neutral[None, known], axis=2).argmin(axis=1)
+        gain = known_gain[nearest]
+        return cls(upper, carried, side, weight, gain)
+
+    def move(self, deviation: np.ndarray) -> np.ndarray:
+        """(478, 2) move carrying a (478, 2) deviation from the neutral onto the moved landmarks, with their gains."""
+        move = np.zeros_like(deviation)
+        move[self.points] = deviation[self.points]
+        corner = np.stack([deviation[list(c)].mean(axis=0) for c in CORNERS])
+        move[self.carried] = self.weight[:, None] * corner[self.side]
+        return self.gain[:, None] * move
 
 
 class NeutralFace:
     """The live estimate of one speaker's neutral face; see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, transfer: dict[str, float] | None = None) -> None:
+        self.transfer = transfer  # TRANSFER unless given (the fit measures with all 1)
         self._window: deque[np.ndarray] = deque(maxlen=round(WINDOW_S / SAMPLE_S))
         self._last_seen_ms: int | None = None
         self.reset()
@@ -57,18 +110,40 @@ class NeutralFace:
         self.neutral: np.ndarray | None = None  # (478, 2) face units
         self.settled = False
         self._next_sample_ms: int | None = None
-        self._points: np.ndarray | None = None  # the landmarks moved, from the neutral's layout
+        self._layout: Layout | None = None  # the landmarks moved, from the neutral's layout
         self._move = np.zeros((478, 2))
         self._move_ms: int | None = None
 
     def retake(self, shape: np.ndarray) -> None:
         """This shape is the neutral face from now on (and the window starts from it)."""
-        self._window.clear()
-        self._window.extend([shape] * self._window.maxlen)  # type: ignore[arg-type]
-        self.neutral = shape.copy()
-        self._points = expressive_points(shape)
-        self.settled = True
+        self._start_from([shape] * self._window.maxlen)  # type: ignore[operator]
         log.info("neutral face taken now")
+
+    def look_ahead(self, frames: Iterable[tuple[np.ndarray, float]]) -> None:
+        """Settle the neutral face before the run from a file's first WINDOW_S of (BGR frame, seconds), tracked here:
+        expressiveness then applies from the first frame, where live it grows in as the window fills."""
+        shapes: list[np.ndarray] = []
+        first_ms = next_ms = None
+        with FaceTracker() as tracker:
+            for frame, t_s in frames:
+                t_ms = round(t_s * 1e3)
+                first_ms = t_ms if first_ms is None else first_ms
+                if t_ms - first_ms >= WINDOW_S * 1e3:
+                    break
+                face = tracker.track(frame, t_ms)
+                if face is not None and (next_ms is None or t_ms >= next_ms):
+                    shapes.append(to_face_units(face.landmarks))
+                    next_ms = t_ms + round(SAMPLE_S * 1e3)
+        if shapes:
+            self._start_from(shapes)
+            log.info("neutral face settled from the first %.1f s", len(shapes) * SAMPLE_S)
+
+    def _start_from(self, shapes: list[np.ndarray]) -> None:
+        self._window.clear()
+        self._window.extend(shapes)
+        self.neutral = np.median(np.stack(self._window), axis=0)
+        self._layout = Layout.of(self.neutral, self.transfer)
+        self.settled = True
 
     def observe(self, landmarks: np.ndarray, t_ms: int) -> np.ndarray:
         """Take a frame's landmarks (478, 2, pixels); returns their face-unit shape (478, 2)."""
@@ -89,15 +164,15 @@ class NeutralFace:
             else:
                 assert self.neutral is not None
                 self.neutral += (1.0 - math.exp(-SAMPLE_S / ADAPT_S)) * (median - self.neutral)
-            self._points = expressive_points(self.neutral)
+            self._layout = Layout.of(self.neutral, self.transfer)
         return shape
 
     def move(self, shape: np.ndarray, scale: float, t_ms: int) -> np.ndarray:
         """(478, 2) face-unit move that makes `shape`'s expression `scale` + 1 times as large around the neutral
         (scale = expressiveness - 1), smoothed in time."""
         target = np.zeros((478, 2))
-        if self.neutral is not None and self._points is not None:
-            target[self._points] = OWN_GAIN * scale * (shape[self._points] - self.neutral[self._points])
+        if self.neutral is not None and self._layout is not None:
+            target = scale * self._layout.move(shape - self.neutral)
         alpha = 1.0 if self._move_ms is None else 1.0 - math.exp(-max(0.0, t_ms - self._move_ms) / (SMOOTH_S * 1e3))
         self._move_ms = t_ms
         self._move += alpha * (target - self._move)

@@ -4,6 +4,7 @@ correlation and sharpness."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -42,13 +43,13 @@ def background_mask(landmarks: np.ndarray, shape: tuple[int, ...], grow: float =
     return mask
 
 
-def expression_motion(shapes: np.ndarray) -> np.ndarray:
-    """(F,) how far each frame's expression is from the video's neutral face: the RMS over the brows, lids and lip
-    corners of (F, 478, 2) face-unit shapes minus their per-coordinate median over the frames (the neutral face;
-    robust to speech and to expressions held for less than half the video)."""
+def expression_motion(shapes: np.ndarray, points: Sequence[int] = MOTION_POINTS) -> np.ndarray:
+    """(F,) how far each frame's expression is from the video's neutral face: the RMS over `points` (the brows, lids
+    and lip corners) of (F, 478, 2) face-unit shapes minus their per-coordinate median over the frames (the neutral
+    face; robust to speech and to expressions held for less than half the video)."""
     if len(shapes) == 0:
         return np.zeros(0)
-    points = shapes[:, MOTION_POINTS]
+    points = shapes[:, list(points)]
     return np.sqrt(np.mean(np.square(points - np.median(points, axis=0)), axis=(1, 2)))
 
 

@@ -18,6 +18,7 @@ from livemood.audio.mel import AudioUnavailable, Lookahead
 from livemood.config import Controls, RunConfig, RunError, Schedule, SourceConfig, SourceKind, UsageError
 from livemood.controls import ControlState
 from livemood.engines import Engine, make_engine
+from livemood.engines.warp import WarpEngine
 from livemood.face.tracker import Face, FaceTracker
 from livemood.frames import Frame, now
 from livemood.live.demo import DEMO_SECONDS, DemoSource
@@ -37,6 +38,7 @@ from livemood.live.sources import CameraSource, FileSource, ReplaySource, Source
 from livemood.live.stats import StageTimes
 from livemood.live.watch import FaceWatch
 from livemood.logs import Episode, first_line
+from livemood.video import VideoReader
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +335,12 @@ def _abort(sinks: list[Sink]) -> None:
         sink.abort()
 
 
+def _uses_expressiveness(config: RunConfig) -> bool:
+    changes = [config.controls] if config.schedule is None else [
+        config.schedule.initial, *(k.controls for k in config.schedule.keyframes)]
+    return any(c.expressiveness != 1.0 for c in changes)
+
+
 def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None = None,
              stop: threading.Event | None = None, on_preview_key: Callable[[int], None] | None = None,
              watchers: Sequence[Sink] = (), on_status: Callable[[RunStatus], None] | None = None,
@@ -350,6 +358,9 @@ def assemble(config: RunConfig, times: StageTimes, controls: ControlState | None
         opened.callback(source.close)
         engine = make_engine(config.engine, config.weights, config.backend)
         opened.callback(engine.close)
+        if isinstance(engine, WarpEngine) and config.source.kind is SourceKind.FILE and _uses_expressiveness(config):
+            with VideoReader(Path(config.source.location), "source", config.source.size, warn_damage=False) as ahead:
+                engine.neutral.look_ahead(iter(ahead.read, None))
         sinks: list[Sink] = []
         opened.callback(_abort, sinks)  # the list as it is at the failure
         if config.bench:
