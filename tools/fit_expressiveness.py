@@ -1,13 +1,16 @@
-"""Measure the expressiveness's transfer per region: of the move the warp engine asks for, how much the face mesh
-reads back on the output. The engine divides its moves by it (`expressiveness.TRANSFER`).
+"""Fit the expressiveness's read-back per region: of a move the warp engine makes, how much the face mesh sees on
+the output. The engine divides its moves by it (`expressiveness.TRANSFER`).
 
     .venv/bin/python tools/fit_expressiveness.py [--clips ../shared/media/talk_c.mp4 ../shared/media/talk_e.mp4]
 
-Each clip is tracked, rendered in memory at each expressiveness level with every transfer set to 1 (the move asked
-for is then (X - 1) x (current - neutral), with the neutral a file run sees), and the output tracked again.
-Per region (brows, lids, the lip corners) the RMS motion around the clip's median shape (`livemood evaluate`'s
-measure) gives three ratios to the input's: intended, read back. The transfer is (read back - 1) / (intended - 1),
-averaged over the levels and clips. Fit on some clips and check the result on others with `livemood evaluate`.
+Each clip is tracked, its neutral face settled as a file run does, rendered in memory at expressiveness 0.5 and
+1.5 with the shipped TRANSFER, and the output tracked again. Per region (brows, lids, the lip corners) the RMS
+motion around the clip's median shape (`livemood evaluate`'s measure), output / input, should be X; the read-back
+at this working point is TRANSFER x (ratio - 1) / (X - 1). Printed per clip and level, and averaged over both:
+paste the result into TRANSFER and run again until it stands still (the read-back depends on how far a move goes).
+Calming reads back less than livening (a blink cannot be undone by moving pixels), but one value serves both: a
+calmed face that moved further than asked would overshoot the neutral face.
+Fit on some clips and check on others with `livemood evaluate`.
 """
 
 from __future__ import annotations
@@ -18,63 +21,45 @@ from pathlib import Path
 import numpy as np
 
 from livemood.config import Controls
-from livemood.engines.expressiveness import TRANSFER, NeutralFace
+from livemood.engines.expressiveness import TRANSFER
 from livemood.engines.warp import WarpEngine
 from livemood.evaluation.metrics import expression_motion
 from livemood.face.align import to_face_units
 from livemood.face.regions import BROWS, LIDS, LIP_CORNERS
-from livemood.face.tracker import FaceTracker
+from livemood.face.tracker import Face, FaceTracker
 from livemood.video import VideoReader
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared/media"
-REGIONS = {"brows": BROWS, "lids": LIDS, "mouth": LIP_CORNERS}  # TRANSFER's keys; the mouth is read at its corners
-LEVELS = (0.5, 1.5)
+REGIONS = {"brows": BROWS, "lids": LIDS, "mouth": LIP_CORNERS}  # TRANSFER's regions; the mouth read at its corners
+LEVELS = {"calm": 0.5, "lively": 1.5}
 
 
-class _Recording(NeutralFace):
-    """The engine's neutral face, keeping each frame's move."""
-
-    def __init__(self) -> None:
-        super().__init__(transfer={region: 1.0 for region in TRANSFER})
-        self.moves: list[np.ndarray] = []
-
-    def move(self, shape: np.ndarray, scale: float, t_ms: int) -> np.ndarray:
-        self.moves.append(super().move(shape, scale, t_ms).copy())
-        return self.moves[-1]
+def _faces(frames: list[tuple[np.ndarray, float]]) -> list[Face | None]:
+    """The tracked face in each (BGR frame, seconds)."""
+    with FaceTracker() as tracker:
+        return [tracker.track(frame, round(t * 1e3)) for frame, t in frames]
 
 
 def _motion(shapes: np.ndarray, points: tuple[int, ...]) -> float:
     return float(np.sqrt(np.mean(expression_motion(shapes, points) ** 2)))
 
 
-def transfer(clip: Path) -> dict[str, list[float]]:
-    """Per region, the transfer at each of LEVELS."""
-    reader = VideoReader(clip, "clip")
-    frames = []
-    while (item := reader.read()) is not None:
-        frames.append((item[0], round(item[1] * 1e3)))
-    reader.close()
-    frame_times = [(frame, ms / 1e3) for frame, ms in frames]
-    with FaceTracker() as tracker:
-        faces = [tracker.track(frame, ms) for frame, ms in frames]
-    has_face = [k for k, face in enumerate(faces) if face is not None]
-    shapes_in = np.array([to_face_units(faces[k].landmarks) for k in has_face])
-    result: dict[str, list[float]] = {region: [] for region in REGIONS}
-    for level in LEVELS:
+def read_back(clip: Path) -> dict[str, dict[str, float]]:
+    """Level name -> region -> the read-back measured on this clip."""
+    with VideoReader(clip, "clip") as reader:
+        frames = list(iter(reader.read, None))
+    faces = _faces(frames)
+    result: dict[str, dict[str, float]] = {}
+    for key, level in LEVELS.items():
         engine = WarpEngine()
-        engine.neutral = neutral = _Recording()
-        neutral.look_ahead(frame_times)  # as a file run does
+        engine.neutral.look_ahead(frames)
         controls = Controls(expressiveness=level, ramp_s=0.0)
-        outputs = [engine.process(frame, face, None, controls) for (frame, _), face in zip(frames, faces, strict=True)]
-        intended = shapes_in + np.array(neutral.moves)
-        with FaceTracker() as tracker:
-            read = [tracker.track(out, ms) for out, (_, ms) in zip(outputs, frames, strict=True)]
-        both = [i for i, k in enumerate(has_face) if read[k] is not None]
-        shapes_out = np.array([to_face_units(read[has_face[i]].landmarks) for i in both])
-        for region, points in REGIONS.items():
-            base = _motion(shapes_in[both], points)
-            wanted = _motion(intended[both], points) / base - 1.0
-            result[region].append((_motion(shapes_out, points) / base - 1.0) / wanted)
+        outputs = [(engine.process(frame, face, None, controls), t)
+                   for (frame, t), face in zip(frames, faces, strict=True)]
+        pairs = [(a, b) for a, b in zip(faces, _faces(outputs), strict=True) if a is not None and b is not None]
+        shapes_in, shapes_out = (np.array([to_face_units(pair[k].landmarks) for pair in pairs]) for k in (0, 1))
+        result[key] = {region: TRANSFER[region] * (_motion(shapes_out, points) / _motion(shapes_in, points) - 1.0)
+                       / (level - 1.0) for region, points in REGIONS.items()}
     return result
 
 
@@ -82,15 +67,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=Path, nargs="+", default=[MEDIA / "talk_c.mp4", MEDIA / "talk_e.mp4"])
     args = p.parse_args()
-    print("| clip | " + " | ".join(f"{r} at {x:g}" for r in REGIONS for x in LEVELS) + " |")
-    print("|---|" + "---|" * len(REGIONS) * len(LEVELS))
-    every: dict[str, list[float]] = {region: [] for region in REGIONS}
-    for clip in args.clips:
-        measured = transfer(clip)
-        print(f"| {clip.name} | " + " | ".join(f"{k:.3f}" for r in REGIONS for k in measured[r]) + " |")
-        for region, values in measured.items():
-            every[region] += values
-    fitted = {region: round(float(np.mean(values)), 2) for region, values in every.items()}
+    columns = [(key, region) for key in LEVELS for region in REGIONS]
+    print("| clip | " + " | ".join(f"{region}, {key}" for key, region in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    measured = [read_back(clip) for clip in args.clips]
+    for clip, m in zip(args.clips, measured, strict=True):
+        print(f"| {clip.name} | " + " | ".join(f"{m[key][region]:.3f}" for key, region in columns) + " |")
+    fitted = {region: round(float(np.mean([m[key][region] for m in measured for key in LEVELS])), 2)
+              for region in REGIONS}
     print(f"TRANSFER = {fitted}")
 
 
