@@ -34,12 +34,15 @@ def moved_fraction(source: np.ndarray, edited: np.ndarray) -> float:
     return float((np.abs(source.astype(int) - edited).max(axis=2) > MOVED_LEVELS).mean())
 
 
-def test_edit_keeps_every_frame_copies_the_audio_and_reports_progress(tmp_path: Path) -> None:
+def test_edit_keeps_every_frame_copies_the_audio_and_reports_progress(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="livemood")
     out = tmp_path / "edit.mp4"
     calls: list[tuple[int, int | None]] = []
     result = livemood.edit(MEDIA / "talk_d.mp4", out, keyframes=[(0.0, "neutral", 0), (2.5, "happy", 0.7)],
                            expressiveness=1.2, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(k, TALK_D_FRAMES) for k in range(1, TALK_D_FRAMES + 1)]
+    assert "neutral face settled from the first 6.0 s" in caplog.text, "a file's neutral face is known before it starts"
     assert result == EditResult(out, TALK_D_FRAMES, result.seconds, 0) and result.seconds > 0
     with av.open(str(out)) as c:
         assert len(c.streams.audio) == 1
