@@ -13,8 +13,8 @@ from livemood.config import Controls
 from livemood.controls import ControlState
 from livemood.engines.expressiveness import CORNERS, SETTLE_S, TRANSFER, Layout, NeutralFace
 from livemood.engines.warp import WarpEngine
-from livemood.evaluation.metrics import expression_motion, lip_opening
-from livemood.face.align import to_face_units
+from livemood.evaluation.metrics import expression_ratio, lip_opening, pose_free_shapes
+from livemood.face.align import onto_skull, to_face_units
 from livemood.face.regions import BROWS
 from livemood.face.tracker import Face, FaceTracker
 from livemood.live.keys import apply_key
@@ -45,16 +45,19 @@ def test_expressiveness_one_without_an_emotion_is_the_passthrough(clip: tuple[li
 
 
 def test_it_scales_the_speakers_own_motion_and_keeps_the_opening(clip: tuple[list[np.ndarray], list[Face]]) -> None:
+    def pose_free(faces: list[Face]) -> np.ndarray:  # the expression, the head's pose taken out
+        points = np.array([np.column_stack([f.landmarks, f.depth]) for f in faces], dtype=np.float64)
+        return pose_free_shapes(points, reference)
+
     faces = clip[1]
-    motion_in = float(np.sqrt(np.mean(expression_motion(np.array([to_face_units(f.landmarks) for f in faces]))**2)))
+    reference = np.column_stack([faces[0].landmarks, faces[0].depth]).astype(np.float64)
     lips_in = [lip_opening(f.landmarks) for f in faces]
     ratios = {}
     for x in (0.5, 1.5):
         with FaceTracker() as tracker:
             out = render(clip, Controls(expressiveness=x), look_ahead=True)
             out_faces = [tracker.track(o, i * 40) for i, o in enumerate(out)]
-        shapes = np.array([to_face_units(f.landmarks) for f in out_faces])
-        ratios[x] = float(np.sqrt(np.mean(expression_motion(shapes) ** 2))) / motion_in
+        ratios[x] = expression_ratio(pose_free(faces), pose_free(out_faces))
         assert np.corrcoef(lips_in, [lip_opening(f.landmarks) for f in out_faces])[0, 1] >= 0.95
     assert 0.35 <= ratios[0.5] <= 0.65 and 1.35 <= ratios[1.5] <= 1.65, ratios
 
@@ -80,8 +83,9 @@ def test_a_file_run_settles_the_neutral_before_its_first_frame(
     neutral = NeutralFace()
     neutral.look_ahead((f, i * 0.04) for i, f in enumerate(clip[0]))
     assert neutral.settled and "neutral face settled from the first 6.0 s" in caplog.text
-    sampled = np.array([to_face_units(f.landmarks) for f in clip[1][::5]])  # SAMPLE_S apart
-    assert np.abs(neutral.neutral - np.median(sampled, axis=0)).max() < 0.01
+    sampled = [np.column_stack([f.landmarks, f.depth]).astype(np.float64) for f in clip[1][::5]]  # SAMPLE_S apart
+    aligned = [sampled[0]] + [onto_skull(p, sampled[0])[0] for p in sampled[1:]]
+    assert np.abs(neutral.neutral - np.median(aligned, axis=0)).max() < 0.5, "pixels"
 
 
 def test_neutral_face_settles_is_retaken_and_restarts_for_a_new_person(
@@ -90,14 +94,30 @@ def test_neutral_face_settles_is_retaken_and_restarts_for_a_new_person(
     _, faces = clip
     neutral = NeutralFace()
     for face in faces[: round(SETTLE_S * 25) + 5]:
-        neutral.observe(face.landmarks, face.timestamp_ms)
+        neutral.observe(face.landmarks, face.depth, face.timestamp_ms)
     assert neutral.settled and "neutral face settled" in caplog.text
-    shape = to_face_units(faces[100].landmarks)
-    neutral.retake(shape)
-    assert np.array_equal(neutral.neutral, shape)
-    assert np.abs(neutral.move(shape, 0.5, faces[100].timestamp_ms)).max() == 0, "at the neutral face: no move"
-    neutral.observe(faces[0].landmarks, faces[100].timestamp_ms + 5000)  # gone 5 s: someone else
+    seen = neutral.observe(faces[100].landmarks, faces[100].depth, faces[100].timestamp_ms)
+    neutral.retake(seen)
+    assert np.array_equal(neutral.neutral, seen.aligned)
+    assert np.abs(neutral.move(seen, 0.5, faces[100].timestamp_ms)).max() == 0, "at the neutral face: no move"
+    neutral.observe(faces[0].landmarks, faces[0].depth, faces[100].timestamp_ms + 5000)  # gone 5 s: someone else
     assert not neutral.settled and "new face" in caplog.text
+
+
+def test_a_nod_or_a_turn_is_not_an_expression(clip: tuple[list[np.ndarray], list[Face]]) -> None:
+    face = clip[1][100]
+    points = np.column_stack([face.landmarks, face.depth]).astype(np.float64)
+    neutral = NeutralFace()
+    neutral.retake(neutral.observe(face.landmarks, face.depth, 0))
+    for pitch, yaw in ((12.0, 0.0), (0.0, 20.0), (-8.0, -15.0)):
+        a, b = np.radians(pitch), np.radians(yaw)
+        rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) @ np.array(
+            [[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+        centre = points.mean(axis=0)
+        turned = (points - centre) @ rot.T + centre  # the same face, the head turned
+        assert np.abs(to_face_units(turned[:, :2]) - to_face_units(points[:, :2])).max() > 0.02, "face units move"
+        seen = neutral.observe(turned[:, :2], turned[:, 2], 40)
+        assert np.abs(neutral.move(seen, 0.5, 40)).max() < 1e-6, (pitch, yaw)
 
 
 def test_keys_step_expressiveness_and_retake_the_neutral_face() -> None:

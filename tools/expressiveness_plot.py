@@ -40,7 +40,8 @@ def main() -> None:
             if k == 0:
                 ax.plot(s.time_s, s.motion_source, color="black", label="input (expressiveness 1)")
             ax.plot(s.time_s, s.motion_output, label=f"expressiveness {level:g}: RMS ratio "
-                    f"{report.expressiveness_ratio:.2f}, lip r {report.lip_correlation:.3f}")
+                    f"{report.expressiveness_ratio:.2f} (pose-free {report.expressiveness_ratio_pose_free:.2f}), "
+                    f"lip r {report.lip_correlation:.3f}")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("brows, lids, lip corners: RMS from neutral (face units)")
     ax.set_title(f"the speaker's own expressions, scaled ({args.source.name})")

@@ -5,12 +5,13 @@ the output. The engine divides its moves by it (`expressiveness.TRANSFER`).
 
 Each clip is tracked, its neutral face settled as a file run does, rendered in memory at expressiveness 0.5 and
 1.5 with the shipped TRANSFER, and the output tracked again. Per region (brows, lids, the lip corners) the RMS
-motion around the clip's median shape (`livemood evaluate`'s measure), output / input, should be X; the read-back
-at this working point is TRANSFER x (ratio - 1) / (X - 1). Printed per clip and level, and averaged over both:
-paste the result into TRANSFER and run again until it stands still (the read-back depends on how far a move goes).
-Calming reads back less than livening (a blink cannot be undone by moving pixels), but one value serves both: a
-calmed face that moved further than asked would overshoot the neutral face.
-Fit on some clips and check on others with `livemood evaluate`.
+motion around the clip's median shape, output / input, with the head's pose taken out as the engine takes it out
+(each face moved onto the first one's skull in 3D; `livemood evaluate`'s 2D measure also counts nods), should be
+X; the read-back at this working point is TRANSFER x (ratio - 1) / (X - 1). Printed per clip and level, and
+averaged over both: paste the result into TRANSFER and run again until it stands still (the read-back depends on
+how far a move goes). One value serves calming and livening: a calmed face that moved further than asked would
+overshoot the neutral face. The lids' figure is mostly blinks, which moving pixels can neither undo nor deepen:
+it is not for TRANSFER (see there). Fit on some clips and check on others with `livemood evaluate`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import numpy as np
 from livemood.config import Controls
 from livemood.engines.expressiveness import TRANSFER
 from livemood.engines.warp import WarpEngine
-from livemood.evaluation.metrics import expression_motion
-from livemood.face.align import to_face_units
+from livemood.evaluation.metrics import expression_motion, pose_free_shapes
 from livemood.face.regions import BROWS, LIDS, LIP_CORNERS
 from livemood.face.tracker import Face, FaceTracker
 from livemood.video import VideoReader
@@ -57,7 +57,9 @@ def read_back(clip: Path) -> dict[str, dict[str, float]]:
         outputs = [(engine.process(frame, face, None, controls), t)
                    for (frame, t), face in zip(frames, faces, strict=True)]
         pairs = [(a, b) for a, b in zip(faces, _faces(outputs), strict=True) if a is not None and b is not None]
-        shapes_in, shapes_out = (np.array([to_face_units(pair[k].landmarks) for pair in pairs]) for k in (0, 1))
+        points = [np.array([np.column_stack([pair[k].landmarks, pair[k].depth]) for pair in pairs], dtype=np.float64)
+                  for k in (0, 1)]
+        shapes_in, shapes_out = (pose_free_shapes(p, points[0][0]) for p in points)
         result[key] = {region: TRANSFER[region] * (_motion(shapes_out, points) / _motion(shapes_in, points) - 1.0)
                        / (level - 1.0) for region, points in REGIONS.items()}
     return result

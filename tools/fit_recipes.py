@@ -29,13 +29,11 @@ import numpy as np
 from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 from tqdm import tqdm
 
-from livemood.face.align import FaceFrame, face_frame, to_face_units
+from livemood.face.align import FaceFrame, face_frame, onto_skull, to_face_units
 from livemood.face.tracker import FaceTracker
 from livemood.training.data import paired_takes, scan
 from livemood.video import VideoReader
 
-# Landmarks fixed to the skull: eye corners, the nose from bridge to tip, the temples beside the eyes.
-STABLE = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 127, 356, 234, 454, 139, 368)
 OUTLINE = sorted({i for edge in FACEMESH_FACE_OVAL for i in edge})
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 JAW_EMOTIONS = ("surprised", "fearful")  # the emotions whose jaw may open with the speaker's own opening
@@ -90,17 +88,6 @@ PROTOTYPES: dict[str, dict[str, float]] = {  # EMFACS, without the jaw drop (the
 }
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Scale, rotation (3, 3) and translation (3,) taking points src (N, 3) onto dst (N, 3) in least squares."""
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
-    a, b = src - mu_s, dst - mu_d
-    u, sig, vt = np.linalg.svd(b.T @ a)
-    d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rot = u @ d @ vt
-    scale = float(np.trace(np.diag(sig) @ d) / (a**2).sum())
-    return scale, rot, mu_d - scale * rot @ mu_s
-
-
 def track(path: Path) -> np.ndarray:
     """(F, 478, 3) landmarks with depth, in pixels, for the frames with a face."""
     frames = []
@@ -115,13 +102,8 @@ def track(path: Path) -> np.ndarray:
 
 
 def align(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Each frame (F, 478, 3) moved onto `reference` (478, 3) by its stable points."""
-    idx = list(STABLE)
-    out = np.empty_like(frames)
-    for i, pts in enumerate(frames):
-        s, rot, t = similarity(pts[idx], reference[idx])
-        out[i] = s * pts @ rot.T + t
-    return out
+    """Each frame (F, 478, 3) moved onto `reference` (478, 3) by its skull points."""
+    return np.array([onto_skull(pts, reference)[0] for pts in frames])
 
 
 def face_units(frames: np.ndarray, reference: np.ndarray, frame: FaceFrame) -> np.ndarray:

@@ -1,18 +1,20 @@
 """Expressiveness: the speaker's own expressions scaled up or calmed down, around their own neutral face.
 
-The neutral face is estimated live from the tracked landmarks in the face's own frame (face units, upright):
-every SAMPLE_S a shape goes into a window of the last WINDOW_S; the neutral is the per-coordinate median of the
-window, which ignores speech (the mouth is mostly near rest) and expressions held for less than half the window.
-It is used from the first frame (at first it is the face itself, so the effect grows in as the window fills), counts
-as settled once SETTLE_S of samples are in, and then follows the window's median slowly (time constant ADAPT_S), so
-a long-held expression bends it only gradually. A new person (the face gone longer than the tracker remembers one)
-starts it again; `retake` makes the current shape the neutral now (the `n` key: "this is my neutral face").
+The neutral face is estimated live from the tracked landmarks with their depth, each frame moved onto the neutral
+face's skull (a 3D similarity on skull-fixed points takes out the head's position, size, roll, yaw and pitch, so a
+nod or a turn is not mistaken for an expression): every SAMPLE_S a shape goes into a window of the last WINDOW_S;
+the neutral is the per-coordinate median of the window, which ignores speech (the mouth is mostly near rest) and
+expressions held for less than half the window. It is used from the first frame (at first it is the face itself, so
+the effect grows in as the window fills), counts as settled once SETTLE_S of samples are in, and then follows the
+window's median slowly (time constant ADAPT_S), so a long-held expression bends it only gradually. A file run
+settles it before the first frame (`look_ahead`). A new person (the face gone longer than the tracker remembers
+one) starts it again; `retake` makes the current face the neutral now (the `n` key: "this is my neutral face").
 
-The move at expressiveness X is (X - 1) x (current - neutral) on the landmarks where expressions show (brows, lids,
-cheeks, nose; the lips and the skin around them with the lip corners: see `Layout`), none elsewhere: the jaw and the
-lips' opening stay the speaker's. It is divided by how much of a move the face mesh reads back (`TRANSFER`), so the
-motion measured on the output is X times the input's, and smoothed over SMOOTH_S, about the tracker's own lag, so
-amplified motion is no jumpier than the tracking.
+The move at expressiveness X is (X - 1) x (current - neutral), turned back into the frame's pose, on the landmarks
+where expressions show (brows, lids, cheeks, nose; the lips and the skin around them with the lip corners: see
+`Layout`), none elsewhere: the jaw and the lips' opening stay the speaker's. It is divided by how much of a move
+the face mesh reads back (`TRANSFER`), so the motion measured on the output is X times the input's, and smoothed
+over SMOOTH_S, about the tracker's own lag, so amplified motion is no jumpier than the tracking.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livemood.face.align import to_face_units
+from livemood.face.align import FaceFrame, Similarity, face_frame, onto_skull, to_face_units
 from livemood.face.regions import BROWS, CHEEKS, LIDS
 from livemood.face.tracker import FaceTracker
 
@@ -46,9 +48,11 @@ SKIN_RADIUS = 0.3  # face units: the skin around the mouth moves with the neares
 # Of a move asked of the field, the fraction the face mesh reads back on the output, per region: the field meets
 # the landmarks' moves at 0.9 (brows, mouth) to 0.65-0.8 (lids, held back by the irises, which keep the gaze), and
 # the mesh reads less than the pixels moved. Moves are divided by it, so that the motion measured on the output
-# scales by X. Fitted at the working point by `tools/fit_expressiveness.py` on talk_c and talk_e (checked on the
-# other clips).
-TRANSFER = {"brows": 0.54, "lids": 0.37, "mouth": 0.66}
+# scales by X. Brows and mouth fitted at the working point by `tools/fit_expressiveness.py` on talk_c and talk_e
+# (checked on the other clips). The lids' motion is mostly blinks, which a warp can neither undo nor deepen: the fit
+# reads back 0.12-0.25 of it, and dividing by that stretches the lids' skin over a closed eye; they keep the 0.37
+# measured with the head's pose in (`livemood evaluate`'s 2D measure, where nods carry much of their motion).
+TRANSFER = {"brows": 0.52, "lids": 0.37, "mouth": 0.81}
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,20 @@ class Layout:
         return self.gain[:, None] * move
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One frame's face as the expressiveness sees it."""
+
+    aligned: np.ndarray  # (478, 3) its landmarks with depth, moved onto the neutral face's skull
+    pose: Similarity  # the move that did it
+    frame: FaceFrame  # its face frame in the picture, for face units
+
+
 class NeutralFace:
     """The live estimate of one speaker's neutral face; see the module docstring."""
 
     def __init__(self, transfer: dict[str, float] | None = None) -> None:
-        self.transfer = transfer  # TRANSFER unless given (the fit measures with all 1)
+        self.transfer = transfer  # TRANSFER unless given
         self._window: deque[np.ndarray] = deque(maxlen=round(WINDOW_S / SAMPLE_S))
         self._last_seen_ms: int | None = None
         self.reset()
@@ -109,16 +122,16 @@ class NeutralFace:
     def reset(self) -> None:
         """Forget the estimate (a new person)."""
         self._window.clear()
-        self.neutral: np.ndarray | None = None  # (478, 2) face units
+        self.neutral: np.ndarray | None = None  # (478, 3) on the skull of the first face seen
         self.settled = False
         self._next_sample_ms: int | None = None
         self._layout: Layout | None = None  # the landmarks moved, from the neutral's layout
         self._move = np.zeros((478, 2))
         self._move_ms: int | None = None
 
-    def retake(self, shape: np.ndarray) -> None:
-        """This shape is the neutral face from now on (and the window starts from it)."""
-        self._start_from([shape] * self._window.maxlen)  # type: ignore[operator]
+    def retake(self, seen: Seen) -> None:
+        """This face is the neutral face from now on (and the window starts from it)."""
+        self._start_from([seen.aligned] * self._window.maxlen)  # type: ignore[operator]
         log.info("neutral face taken now")
 
     def look_ahead(self, frames: Iterable[tuple[np.ndarray, float]]) -> None:
@@ -134,7 +147,8 @@ class NeutralFace:
                     break
                 face = tracker.track(frame, t_ms)
                 if face is not None and (next_ms is None or t_ms >= next_ms):
-                    shapes.append(to_face_units(face.landmarks))
+                    points = _with_depth(face.landmarks, face.depth)
+                    shapes.append(points if not shapes else onto_skull(points, shapes[0])[0])
                     next_ms = t_ms + round(SAMPLE_S * 1e3)
         if shapes:
             self._start_from(shapes)
@@ -144,38 +158,48 @@ class NeutralFace:
         self._window.clear()
         self._window.extend(shapes)
         self.neutral = np.median(np.stack(self._window), axis=0)
-        self._layout = Layout.of(self.neutral, self.transfer)
+        self._layout = Layout.of(to_face_units(self.neutral[:, :2]), self.transfer)
         self.settled = True
 
-    def observe(self, landmarks: np.ndarray, t_ms: int) -> np.ndarray:
-        """Take a frame's landmarks (478, 2, pixels); returns their face-unit shape (478, 2)."""
-        shape = to_face_units(landmarks)
+    def observe(self, landmarks: np.ndarray, depth: np.ndarray, t_ms: int) -> Seen:
+        """Take a frame's landmarks (478, 2, pixels) and their depth (478,)."""
+        points = _with_depth(landmarks, depth)
         if self._last_seen_ms is not None and t_ms - self._last_seen_ms > FORGET_S * 1e3:
             log.info("a new face: estimating its neutral face again")
             self.reset()
         self._last_seen_ms = t_ms
+        aligned, pose = onto_skull(points, points if self.neutral is None else self.neutral)
         if self._next_sample_ms is None or t_ms >= self._next_sample_ms:
             self._next_sample_ms = t_ms + round(SAMPLE_S * 1e3)
-            self._window.append(shape)
+            self._window.append(aligned)
             median = np.median(np.stack(self._window), axis=0)
             if not self.settled:
                 self.neutral = median
-                self._layout = Layout.of(median, self.transfer)  # then kept: the neutral only drifts
+                self._layout = Layout.of(to_face_units(median[:, :2]), self.transfer)  # then kept: it only drifts
                 if len(self._window) * SAMPLE_S >= SETTLE_S:
                     self.settled = True
                     log.info("neutral face settled after %.1f s", len(self._window) * SAMPLE_S)
             else:
                 assert self.neutral is not None
                 self.neutral += (1.0 - math.exp(-SAMPLE_S / ADAPT_S)) * (median - self.neutral)
-        return shape
+        return Seen(aligned, pose, face_frame(landmarks))
 
-    def move(self, shape: np.ndarray, scale: float, t_ms: int) -> np.ndarray:
-        """(478, 2) face-unit move that makes `shape`'s expression `scale` + 1 times as large around the neutral
-        (scale = expressiveness - 1), smoothed in time."""
+    def move(self, seen: Seen, scale: float, t_ms: int) -> np.ndarray:
+        """(478, 2) move, in face units of the frame's own face frame, that makes its expression `scale` + 1 times as
+        large around the neutral (scale = expressiveness - 1), smoothed in time. The deviation from the neutral is
+        taken on the skull-aligned face and turned back into the frame's pose: the head's own turns and nods are not
+        expressions and are not scaled."""
         target = np.zeros((478, 2))
         if self.neutral is not None and self._layout is not None:
-            target = scale * self._layout.move(shape - self.neutral)
+            moved = seen.pose.back(seen.aligned - self.neutral)[:, :2]  # (478, 2) pixels in the frame
+            f = seen.frame
+            deviation = np.stack([moved @ f.x_axis, moved @ f.y_axis], axis=1) / f.unit
+            target = scale * self._layout.move(deviation)
         alpha = 1.0 if self._move_ms is None else 1.0 - math.exp(-max(0.0, t_ms - self._move_ms) / (SMOOTH_S * 1e3))
         self._move_ms = t_ms
         self._move += alpha * (target - self._move)
         return self._move
+
+
+def _with_depth(landmarks: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    return np.column_stack([landmarks[:, :2], depth]).astype(np.float64)

@@ -81,6 +81,7 @@ class EvaluationReport:
     background_psnr_min_db: float  # the worst single frame
     face_detail_ratio: float | None  # output / input, Laplacian variance inside the input's face hull
     expressiveness_ratio: float | None  # RMS expression motion around the neutral, output / input
+    expressiveness_ratio_pose_free: float | None  # the same with the head's pose taken out in 3D
     mean_shape_source: np.ndarray | None = field(repr=False)  # (478, 2) mean landmarks in face units
     mean_shape_output: np.ndarray | None = field(repr=False)
     series: FrameSeries = field(repr=False)
@@ -129,6 +130,7 @@ class EvaluationReport:
                                    "worst_frame": _num(self.background_psnr_min_db)},
             "face_detail_ratio": _num(self.face_detail_ratio),
             "expressiveness_ratio": _num(self.expressiveness_ratio),
+            "expressiveness_ratio_pose_free": _num(self.expressiveness_ratio_pose_free),
         }
         if per_frame:
             out["per_frame"] = {name: _per_frame_json(getattr(self.series, name))
@@ -195,7 +197,8 @@ def format_report(report: EvaluationReport) -> str:
                  f"{_fmt(r.background_psnr_min_db, '.2f')} dB (outside the face grown by {BACKGROUND_GROW:.0%})")
     lines.append(f"face detail (output / input, Laplacian variance inside the face): {_fmt(r.face_detail_ratio)}")
     lines.append(f"expressiveness (output / input, RMS motion of brows, lids and lip corners around the neutral): "
-                 f"{_fmt(r.expressiveness_ratio)}")
+                 f"{_fmt(r.expressiveness_ratio)} in face units; {_fmt(r.expressiveness_ratio_pose_free)} with the "
+                 "head's pose taken out (nods and turns are not counted)")
     return "\n".join(lines)
 
 

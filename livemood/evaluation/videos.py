@@ -31,7 +31,16 @@ import cv2
 import numpy as np
 
 from livemood.config import DEFAULT_CLASSIFIER, EMOTIONS, Schedule, UsageError
-from livemood.evaluation.metrics import background_mask, expression_motion, face_detail, lip_opening, pearson, psnr
+from livemood.evaluation.metrics import (
+    background_mask,
+    expression_motion,
+    expression_ratio,
+    face_detail,
+    lip_opening,
+    pearson,
+    pose_free_shapes,
+    psnr,
+)
 from livemood.evaluation.report import EvaluationReport, FrameSeries, write_plot
 from livemood.face.align import to_face_units
 from livemood.face.tracker import FaceTracker, TrackerConfig
@@ -59,10 +68,6 @@ def _frames(source: VideoReader, output: VideoReader, max_frames: int | None, pr
             yield a[0], round(a[1] * 1e3), b[0], round(b[1] * 1e3)
             done += 1
             bar.update(1)
-
-
-def _rms(values: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else math.nan
 
 
 def load_classifier(name: str) -> ExpressionClassifier:
@@ -131,6 +136,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
     times_ms: list[int] = []  # the input's frame times
     sse_total, count_total = 0.0, 0
     shapes_src, shapes_out = [], []  # (478, 2) face-unit landmarks of each video's own tracked face
+    points_src, points_out = [], []  # (478, 3) the same in pixels with depth
     out_at: list[int] = []  # indices of the compared frames with a face tracked in the output
     detail = [0.0, 0.0]  # summed face detail (Laplacian variance in the input's face hull) of input and output
     with FaceTracker(tracker_config) as track_src, FaceTracker(tracker_config) as track_out:
@@ -143,6 +149,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
                 crops_src.append(classifier.crop(a, face.landmarks))
                 crops_out.append(classifier.crop(b, face.landmarks))  # scored where the input's face is
                 shapes_src.append(to_face_units(face.landmarks))
+                points_src.append(np.column_stack([face.landmarks, face.depth]).astype(np.float64))
                 detail[0] += face_detail(a, face.landmarks)
                 detail[1] += face_detail(b, face.landmarks)
                 mask = background_mask(face.landmarks, a.shape)
@@ -158,6 +165,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
             lips_out.append(lip_opening(face_out.landmarks) if face_out is not None else math.nan)
             if face_out is not None:
                 shapes_out.append(to_face_units(face_out.landmarks))
+                points_out.append(np.column_stack([face_out.landmarks, face_out.depth]).astype(np.float64))
                 out_at.append(i)
     n = len(psnr_db)
     source_frames, output_frames = src.count_rest(), out.count_rest()
@@ -209,7 +217,9 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
         face_detail_ratio=detail[1] / detail[0] if detail[0] > 0 else None,
         mean_shape_source=np.mean(shapes_src, axis=0) if shapes_src else None,
         mean_shape_output=np.mean(shapes_out, axis=0) if shapes_out else None,
-        expressiveness_ratio=_rms(motion_out) / _rms(motion_src) if len(motion_src) and _rms(motion_src) > 0 else None,
+        expressiveness_ratio=expression_ratio(np.array(shapes_src), np.array(shapes_out)),
+        expressiveness_ratio_pose_free=expression_ratio(*(pose_free_shapes(np.array(p), points_src[0])
+                                                          for p in (points_src, points_out))) if points_src else None,
         series=series,
     )
 

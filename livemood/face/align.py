@@ -31,6 +31,8 @@ Affine = np.ndarray  # (2, 3) float64: [crop_x, crop_y]ᵀ = M @ [frame_x, frame
 RIGHT_EYE = (33, 133)  # outer and inner corner of the subject's right eye (left in the image)
 LEFT_EYE = (362, 263)
 NOSE_BASE = 2  # subnasale
+# Landmarks fixed to the skull: eye corners, the nose from bridge to tip, the temples beside the eyes.
+SKULL = (33, 133, 362, 263, 168, 6, 197, 195, 5, 4, 1, 127, 356, 234, 454, 139, 368)
 
 WARP_CROP_SIZE = 256  # pixels, the warp engine's working size
 WAV2LIP_CROP_SIZE = 96  # pixels, Wav2Lip's generator input
@@ -105,6 +107,40 @@ def to_face_units(landmarks: np.ndarray, frame: FaceFrame | None = None) -> np.n
     f = frame or face_frame(landmarks)
     d = np.asarray(landmarks, dtype=np.float64)[:, :2] - f.origin
     return np.stack([d @ f.x_axis, d @ f.y_axis], axis=1) / f.unit
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """A 3D similarity x -> scale * rotation @ x + shift, in pixels (z as the tracker's depth, scaled like x)."""
+
+    scale: float
+    rotation: np.ndarray  # (3, 3)
+    shift: np.ndarray  # (3,)
+
+    @classmethod
+    def fit(cls, src: np.ndarray, dst: np.ndarray) -> Similarity:
+        """The least-squares similarity taking points src (N, 3) onto dst (N, 3) (Umeyama)."""
+        mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+        a, b = src - mu_s, dst - mu_d
+        u, sig, vt = np.linalg.svd(b.T @ a)
+        d = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+        rot = u @ d @ vt
+        scale = float(np.trace(np.diag(sig) @ d) / max(float((a**2).sum()), 1e-12))
+        return cls(scale, rot, mu_d - scale * rot @ mu_s)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return self.scale * points @ self.rotation.T + self.shift
+
+    def back(self, moves: np.ndarray) -> np.ndarray:
+        """Moves (N, 3) in the target's coordinates as moves in the source's."""
+        return moves @ self.rotation / self.scale
+
+
+def onto_skull(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, Similarity]:
+    """(478, 3) landmarks with depth moved onto `reference` (478, 3) by their SKULL points, and the move: what is
+    left of their difference is the face's own (expression, speech), not the head's position, size or rotation."""
+    sim = Similarity.fit(points[list(SKULL)], reference[list(SKULL)])
+    return sim(points), sim
 
 
 def _box_affine(centre: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, width_px: float, height_px: float,
