@@ -13,8 +13,8 @@ from livemood.config import Controls
 from livemood.controls import ControlState
 from livemood.engines.expressiveness import CORNERS, SETTLE_S, TRANSFER, Layout, NeutralFace
 from livemood.engines.warp import WarpEngine
-from livemood.evaluation.metrics import expression_ratio, lip_opening, pose_free_shapes
-from livemood.face.align import onto_skull, to_face_units
+from livemood.evaluation.metrics import expression_motion, expression_ratio, lip_opening
+from livemood.face.align import onto_skull, skull_units, to_face_units
 from livemood.face.regions import BROWS
 from livemood.face.tracker import Face, FaceTracker
 from livemood.live.keys import apply_key
@@ -45,12 +45,11 @@ def test_expressiveness_one_without_an_emotion_is_the_passthrough(clip: tuple[li
 
 
 def test_it_scales_the_speakers_own_motion_and_keeps_the_opening(clip: tuple[list[np.ndarray], list[Face]]) -> None:
-    def pose_free(faces: list[Face]) -> np.ndarray:  # the expression, the head's pose taken out
-        points = np.array([np.column_stack([f.landmarks, f.depth]) for f in faces], dtype=np.float64)
-        return pose_free_shapes(points, reference)
-
     faces = clip[1]
-    reference = np.column_stack([faces[0].landmarks, faces[0].depth]).astype(np.float64)
+
+    def pose_free(tracked: list[Face]) -> np.ndarray:  # the expression's motion, the head's pose taken out
+        return expression_motion(skull_units(np.array([f.points for f in tracked]), faces[0].points))
+
     lips_in = [lip_opening(f.landmarks) for f in faces]
     ratios = {}
     for x in (0.5, 1.5):
@@ -83,7 +82,7 @@ def test_a_file_run_settles_the_neutral_before_its_first_frame(
     neutral = NeutralFace()
     neutral.look_ahead((f, i * 0.04) for i, f in enumerate(clip[0]))
     assert neutral.settled and "neutral face settled from the first 6.0 s" in caplog.text
-    sampled = [np.column_stack([f.landmarks, f.depth]).astype(np.float64) for f in clip[1][::5]]  # SAMPLE_S apart
+    sampled = [f.points for f in clip[1][::5]]  # SAMPLE_S apart
     aligned = [sampled[0]] + [onto_skull(p, sampled[0])[0] for p in sampled[1:]]
     assert np.abs(neutral.neutral - np.median(aligned, axis=0)).max() < 0.5, "pixels"
 
@@ -94,21 +93,21 @@ def test_neutral_face_settles_is_retaken_and_restarts_for_a_new_person(
     _, faces = clip
     neutral = NeutralFace()
     for face in faces[: round(SETTLE_S * 25) + 5]:
-        neutral.observe(face.landmarks, face.depth, face.timestamp_ms)
+        neutral.observe(face.points, face.timestamp_ms)
     assert neutral.settled and "neutral face settled" in caplog.text
-    seen = neutral.observe(faces[100].landmarks, faces[100].depth, faces[100].timestamp_ms)
-    neutral.retake(seen)
-    assert np.array_equal(neutral.neutral, seen.aligned)
-    assert np.abs(neutral.move(seen, 0.5, faces[100].timestamp_ms)).max() == 0, "at the neutral face: no move"
-    neutral.observe(faces[0].landmarks, faces[0].depth, faces[100].timestamp_ms + 5000)  # gone 5 s: someone else
+    aligned = onto_skull(faces[100].points, neutral.neutral)[0]
+    neutral.retake(faces[100].points)
+    assert np.array_equal(neutral.neutral, aligned)
+    # No move at the neutral face (to rounding: the face is aligned onto the neutral again, 2e-15 face units).
+    assert np.abs(neutral.move(faces[100].points, 0.5, faces[100].timestamp_ms)).max() < 1e-12
+    neutral.observe(faces[0].points, faces[100].timestamp_ms + 5000)  # gone 5 s: someone else
     assert not neutral.settled and "new face" in caplog.text
 
 
 def test_a_nod_or_a_turn_is_not_an_expression(clip: tuple[list[np.ndarray], list[Face]]) -> None:
-    face = clip[1][100]
-    points = np.column_stack([face.landmarks, face.depth]).astype(np.float64)
+    points = clip[1][100].points
     neutral = NeutralFace()
-    neutral.retake(neutral.observe(face.landmarks, face.depth, 0))
+    neutral.retake(points)
     for pitch, yaw in ((12.0, 0.0), (0.0, 20.0), (-8.0, -15.0)):
         a, b = np.radians(pitch), np.radians(yaw)
         rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]]) @ np.array(
@@ -116,8 +115,7 @@ def test_a_nod_or_a_turn_is_not_an_expression(clip: tuple[list[np.ndarray], list
         centre = points.mean(axis=0)
         turned = (points - centre) @ rot.T + centre  # the same face, the head turned
         assert np.abs(to_face_units(turned[:, :2]) - to_face_units(points[:, :2])).max() > 0.02, "face units move"
-        seen = neutral.observe(turned[:, :2], turned[:, 2], 40)
-        assert np.abs(neutral.move(seen, 0.5, 40)).max() < 1e-6, (pitch, yaw)
+        assert np.abs(neutral.move(turned, 0.5, 40)).max() < 1e-6, (pitch, yaw)
 
 
 def test_keys_step_expressiveness_and_retake_the_neutral_face() -> None:

@@ -24,7 +24,8 @@ import numpy as np
 from livemood.config import Controls
 from livemood.engines.expressiveness import TRANSFER
 from livemood.engines.warp import WarpEngine
-from livemood.evaluation.metrics import expression_motion, pose_free_shapes
+from livemood.evaluation.metrics import expression_motion, expression_ratio
+from livemood.face.align import skull_units
 from livemood.face.regions import BROWS, LIDS, LIP_CORNERS
 from livemood.face.tracker import Face, FaceTracker
 from livemood.video import VideoReader
@@ -40,10 +41,6 @@ def _faces(frames: list[tuple[np.ndarray, float]]) -> list[Face | None]:
         return [tracker.track(frame, round(t * 1e3)) for frame, t in frames]
 
 
-def _motion(shapes: np.ndarray, points: tuple[int, ...]) -> float:
-    return float(np.sqrt(np.mean(expression_motion(shapes, points) ** 2)))
-
-
 def read_back(clip: Path) -> dict[str, dict[str, float]]:
     """Level name -> region -> the read-back measured on this clip."""
     with VideoReader(clip, "clip") as reader:
@@ -57,11 +54,12 @@ def read_back(clip: Path) -> dict[str, dict[str, float]]:
         outputs = [(engine.process(frame, face, None, controls), t)
                    for (frame, t), face in zip(frames, faces, strict=True)]
         pairs = [(a, b) for a, b in zip(faces, _faces(outputs), strict=True) if a is not None and b is not None]
-        points = [np.array([np.column_stack([pair[k].landmarks, pair[k].depth]) for pair in pairs], dtype=np.float64)
-                  for k in (0, 1)]
-        shapes_in, shapes_out = (pose_free_shapes(p, points[0][0]) for p in points)
-        result[key] = {region: TRANSFER[region] * (_motion(shapes_out, points) / _motion(shapes_in, points) - 1.0)
-                       / (level - 1.0) for region, points in REGIONS.items()}
+        reference = pairs[0][0].points
+        shapes_in, shapes_out = (skull_units(np.array([pair[k].points for pair in pairs]), reference) for k in (0, 1))
+        result[key] = {}
+        for region, points in REGIONS.items():
+            ratio = expression_ratio(expression_motion(shapes_in, points), expression_motion(shapes_out, points))
+            result[key][region] = TRANSFER[region] * (ratio - 1.0) / (level - 1.0)
     return result
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 from tqdm import tqdm
 
-from livemood.face.align import FaceFrame, face_frame, onto_skull, to_face_units
+from livemood.face.align import onto_skull, skull_units
 from livemood.face.tracker import FaceTracker
 from livemood.training.data import paired_takes, scan
 from livemood.video import VideoReader
@@ -95,7 +95,7 @@ def track(path: Path) -> np.ndarray:
         while (item := reader.read()) is not None:
             face = tracker.track(item[0], round(item[1] * 1e3))
             if face is not None:
-                frames.append(np.column_stack([face.landmarks, face.depth]))
+                frames.append(face.points)
     if not frames:
         raise SystemExit(f"no face in {path}")
     return np.array(frames, dtype=np.float64)
@@ -104,11 +104,6 @@ def track(path: Path) -> np.ndarray:
 def align(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Each frame (F, 478, 3) moved onto `reference` (478, 3) by its skull points."""
     return np.array([onto_skull(pts, reference)[0] for pts in frames])
-
-
-def face_units(frames: np.ndarray, reference: np.ndarray, frame: FaceFrame) -> np.ndarray:
-    """(F, 478, 2) face-unit shapes of frames (F, 478, 3) aligned to `reference`, in the reference's face frame."""
-    return np.array([to_face_units(f[:, :2], frame) for f in align(frames, reference)])
 
 
 def frontal(shape: np.ndarray) -> np.ndarray:
@@ -176,15 +171,14 @@ def fit(data: Path) -> dict[str, object]:
         reference = neutral[0]
         for _ in range(3):  # the reference converges to the take's mean shape in a few rounds
             reference = frontal(align(neutral, reference).mean(axis=0))
-        frame = face_frame(reference[:, :2])  # face units from the neutral take's frontal mean face
-        base = face_units(neutral, reference, frame)  # (F, 478, 2)
+        base = skull_units(neutral, reference)  # (F, 478, 2), face units of the neutral take's frontal mean face
         opening = np.linalg.norm(base[:, UPPER_INNER_LIP] - base[:, LOWER_INNER_LIP], axis=1)  # (F,)
         jaw_basis = speech_basis(base, opening)
         neutral_shapes.append(base.mean(axis=0))
         for emotion, path in by_emotion.items():
             if emotion == "neutral":
                 continue
-            shapes = face_units(track(path), reference, frame)
+            shapes = skull_units(track(path), reference)
             open_e = np.linalg.norm(shapes[:, UPPER_INNER_LIP] - shapes[:, LOWER_INNER_LIP], axis=1)
             # The jaw opens further in many emotional takes; the engine leaves the opening to the speaker, so the
             # part of the change that opening explains is taken out of the expression.

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from livemood.face.align import FaceFrame, Similarity, face_frame, onto_skull, to_face_units
+from livemood.face.align import Similarity, face_frame, onto_skull, to_face_units
 from livemood.face.regions import BROWS, CHEEKS, LIDS
 from livemood.face.tracker import FaceTracker
 
@@ -101,15 +101,6 @@ class Layout:
         return self.gain[:, None] * move
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One frame's face as the expressiveness sees it."""
-
-    aligned: np.ndarray  # (478, 3) its landmarks with depth, moved onto the neutral face's skull
-    pose: Similarity  # the move that did it
-    frame: FaceFrame  # its face frame in the picture, for face units
-
-
 class NeutralFace:
     """The live estimate of one speaker's neutral face; see the module docstring."""
 
@@ -129,9 +120,9 @@ class NeutralFace:
         self._move = np.zeros((478, 2))
         self._move_ms: int | None = None
 
-    def retake(self, seen: Seen) -> None:
-        """This face is the neutral face from now on (and the window starts from it)."""
-        self._start_from([seen.aligned] * self._window.maxlen)  # type: ignore[operator]
+    def retake(self, points: np.ndarray) -> None:
+        """This face, (478, 3) landmarks with depth, is the neutral face from now on (and the window starts from it)."""
+        self._start_from([self._onto_neutral(points)[0]] * self._window.maxlen)  # type: ignore[operator]
         log.info("neutral face taken now")
 
     def look_ahead(self, frames: Iterable[tuple[np.ndarray, float]]) -> None:
@@ -147,8 +138,7 @@ class NeutralFace:
                     break
                 face = tracker.track(frame, t_ms)
                 if face is not None and (next_ms is None or t_ms >= next_ms):
-                    points = _with_depth(face.landmarks, face.depth)
-                    shapes.append(points if not shapes else onto_skull(points, shapes[0])[0])
+                    shapes.append(face.points if not shapes else onto_skull(face.points, shapes[0])[0])
                     next_ms = t_ms + round(SAMPLE_S * 1e3)
         if shapes:
             self._start_from(shapes)
@@ -161,17 +151,19 @@ class NeutralFace:
         self._layout = Layout.of(to_face_units(self.neutral[:, :2]), self.transfer)
         self.settled = True
 
-    def observe(self, landmarks: np.ndarray, depth: np.ndarray, t_ms: int) -> Seen:
-        """Take a frame's landmarks (478, 2, pixels) and their depth (478,)."""
-        points = _with_depth(landmarks, depth)
+    def _onto_neutral(self, points: np.ndarray) -> tuple[np.ndarray, Similarity]:
+        """(478, 3) landmarks with depth moved onto the neutral face's skull (onto their own before there is one)."""
+        return onto_skull(points, points if self.neutral is None else self.neutral)
+
+    def observe(self, points: np.ndarray, t_ms: int) -> None:
+        """Take a frame's (478, 3) landmarks with depth (pixels); one every SAMPLE_S goes into the window."""
         if self._last_seen_ms is not None and t_ms - self._last_seen_ms > FORGET_S * 1e3:
             log.info("a new face: estimating its neutral face again")
             self.reset()
         self._last_seen_ms = t_ms
-        aligned, pose = onto_skull(points, points if self.neutral is None else self.neutral)
         if self._next_sample_ms is None or t_ms >= self._next_sample_ms:
             self._next_sample_ms = t_ms + round(SAMPLE_S * 1e3)
-            self._window.append(aligned)
+            self._window.append(self._onto_neutral(points)[0])
             median = np.median(np.stack(self._window), axis=0)
             if not self.settled:
                 self.neutral = median
@@ -182,24 +174,19 @@ class NeutralFace:
             else:
                 assert self.neutral is not None
                 self.neutral += (1.0 - math.exp(-SAMPLE_S / ADAPT_S)) * (median - self.neutral)
-        return Seen(aligned, pose, face_frame(landmarks))
 
-    def move(self, seen: Seen, scale: float, t_ms: int) -> np.ndarray:
-        """(478, 2) move, in face units of the frame's own face frame, that makes its expression `scale` + 1 times as
-        large around the neutral (scale = expressiveness - 1), smoothed in time. The deviation from the neutral is
-        taken on the skull-aligned face and turned back into the frame's pose: the head's own turns and nods are not
-        expressions and are not scaled."""
+    def move(self, points: np.ndarray, scale: float, t_ms: int) -> np.ndarray:
+        """(478, 2) move, in face units of the frame's own face frame, that makes the expression of (478, 3)
+        landmarks with depth `scale` + 1 times as large around the neutral (scale = expressiveness - 1), smoothed in
+        time. The deviation from the neutral is taken on the skull-aligned face and turned back into the frame's
+        pose: the head's own turns and nods are not expressions and are not scaled."""
         target = np.zeros((478, 2))
         if self.neutral is not None and self._layout is not None:
-            moved = seen.pose.back(seen.aligned - self.neutral)[:, :2]  # (478, 2) pixels in the frame
-            f = seen.frame
-            deviation = np.stack([moved @ f.x_axis, moved @ f.y_axis], axis=1) / f.unit
+            aligned, pose = self._onto_neutral(points)
+            deviation = face_frame(points[:, :2]).units(pose.back(aligned - self.neutral)[:, :2])  # (478, 2)
             target = scale * self._layout.move(deviation)
         alpha = 1.0 if self._move_ms is None else 1.0 - math.exp(-max(0.0, t_ms - self._move_ms) / (SMOOTH_S * 1e3))
         self._move_ms = t_ms
         self._move += alpha * (target - self._move)
         return self._move
 
-
-def _with_depth(landmarks: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    return np.column_stack([landmarks[:, :2], depth]).astype(np.float64)

@@ -304,11 +304,12 @@ class WarpEngine:
         ts = face.timestamp_ms
         weights = self.ramp.step(emotion_weights(controls), ts, controls.ramp_s)
         scale = float(self.expressiveness.step(np.array([controls.expressiveness]), ts, controls.ramp_s)[0]) - 1.0
-        seen = self.neutral.observe(face.landmarks, face.depth, ts)  # always: the neutral settles before it is used
+        points = face.points
+        self.neutral.observe(points, ts)  # always: the neutral face settles before it is used
         if controls.neutral_takes != self._neutral_takes:
             self._neutral_takes = controls.neutral_takes
-            self.neutral.retake(seen)
-        own = self.neutral.move(seen, scale, ts) if abs(scale) > 1e-3 else None
+            self.neutral.retake(points)
+        own = self.neutral.move(points, scale, ts) if abs(scale) > 1e-3 else None
         if (np.abs(weights).max() < 1e-3 and own is None) or face.presence <= 0.0:
             return frame
         backward, m = self.backward_field(face, weights, own)

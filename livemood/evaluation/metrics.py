@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from livemood.face.align import face_frame, onto_skull, to_face_units
 from livemood.face.regions import BROWS, LIDS, LIP_CORNERS
 
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14  # face-mesh landmarks on the inner lip line, at the midline
@@ -54,18 +53,12 @@ def expression_motion(shapes: np.ndarray, points: Sequence[int] = MOTION_POINTS)
     return np.sqrt(np.mean(np.square(points - np.median(points, axis=0)), axis=(1, 2)))
 
 
-def pose_free_shapes(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(F, 478, 2) face-unit shapes of landmarks with depth (F, 478, 3), each moved onto the skull of `reference`
-    (478, 3) in 3D, in the reference's face frame: the head's position, size, roll, yaw and pitch taken out, which
-    face units alone (`to_face_units`) leave in, so a nod is not counted as an expression."""
-    frame = face_frame(reference[:, :2])
-    return np.array([to_face_units(onto_skull(p, reference)[0][:, :2], frame) for p in points]).reshape(-1, 478, 2)
-
-
-def expression_ratio(source: np.ndarray, output: np.ndarray) -> float | None:
-    """Output / input RMS of `expression_motion`, None without motion in the input."""
-    rms_src = float(np.sqrt(np.mean(expression_motion(source) ** 2))) if len(source) else 0.0
-    return float(np.sqrt(np.mean(expression_motion(output) ** 2))) / rms_src if rms_src > 0 and len(output) else None
+def expression_ratio(motion_source: np.ndarray, motion_output: np.ndarray) -> float | None:
+    """Output / input RMS of two `expression_motion` series, None without motion in the input."""
+    rms_src = float(np.sqrt(np.mean(motion_source**2))) if len(motion_source) else 0.0
+    if rms_src == 0 or not len(motion_output):
+        return None
+    return float(np.sqrt(np.mean(motion_output**2))) / rms_src
 
 
 def psnr(sse: float, count: int) -> float:

@@ -38,11 +38,10 @@ from livemood.evaluation.metrics import (
     face_detail,
     lip_opening,
     pearson,
-    pose_free_shapes,
     psnr,
 )
 from livemood.evaluation.report import EvaluationReport, FrameSeries, write_plot
-from livemood.face.align import to_face_units
+from livemood.face.align import skull_units, to_face_units
 from livemood.face.tracker import FaceTracker, TrackerConfig
 from livemood.models.expression import CLASSES, TARGET_CLASS, VALENCE_VECTOR, ExpressionClassifier
 from livemood.video import VideoReader
@@ -149,7 +148,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
                 crops_src.append(classifier.crop(a, face.landmarks))
                 crops_out.append(classifier.crop(b, face.landmarks))  # scored where the input's face is
                 shapes_src.append(to_face_units(face.landmarks))
-                points_src.append(np.column_stack([face.landmarks, face.depth]).astype(np.float64))
+                points_src.append(face.points)
                 detail[0] += face_detail(a, face.landmarks)
                 detail[1] += face_detail(b, face.landmarks)
                 mask = background_mask(face.landmarks, a.shape)
@@ -165,7 +164,7 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
             lips_out.append(lip_opening(face_out.landmarks) if face_out is not None else math.nan)
             if face_out is not None:
                 shapes_out.append(to_face_units(face_out.landmarks))
-                points_out.append(np.column_stack([face_out.landmarks, face_out.depth]).astype(np.float64))
+                points_out.append(face_out.points)
                 out_at.append(i)
     n = len(psnr_db)
     source_frames, output_frames = src.count_rest(), out.count_rest()
@@ -217,9 +216,10 @@ def _measure(src: VideoReader, out: VideoReader, source: Path, output: Path, emo
         face_detail_ratio=detail[1] / detail[0] if detail[0] > 0 else None,
         mean_shape_source=np.mean(shapes_src, axis=0) if shapes_src else None,
         mean_shape_output=np.mean(shapes_out, axis=0) if shapes_out else None,
-        expressiveness_ratio=expression_ratio(np.array(shapes_src), np.array(shapes_out)),
-        expressiveness_ratio_pose_free=expression_ratio(*(pose_free_shapes(np.array(p), points_src[0])
-                                                          for p in (points_src, points_out))) if points_src else None,
+        expressiveness_ratio=expression_ratio(motion_src, motion_out),
+        expressiveness_ratio_pose_free=expression_ratio(
+            *(expression_motion(skull_units(np.array(p), points_src[0])) for p in (points_src, points_out)))
+        if points_src else None,
         series=series,
     )
 

@@ -48,6 +48,10 @@ class FaceFrame:
     y_axis: np.ndarray  # (2,) unit, down the face
     unit: float  # pixels per face unit
 
+    def units(self, vectors: np.ndarray) -> np.ndarray:
+        """(N, 2) vectors (offsets) in pixels as vectors in this frame's face units."""
+        return np.stack([vectors @ self.x_axis, vectors @ self.y_axis], axis=1) / self.unit
+
 
 @dataclass(frozen=True)
 class CropConfig:
@@ -105,8 +109,7 @@ def to_face_units(landmarks: np.ndarray, frame: FaceFrame | None = None) -> np.n
     """(N, 2) landmarks in the face's own upright frame, in face units: x across (image right), y down the face,
     origin at the eye midpoint. Removes the head's position, size and roll, not its yaw or pitch."""
     f = frame or face_frame(landmarks)
-    d = np.asarray(landmarks, dtype=np.float64)[:, :2] - f.origin
-    return np.stack([d @ f.x_axis, d @ f.y_axis], axis=1) / f.unit
+    return f.units(np.asarray(landmarks, dtype=np.float64)[:, :2] - f.origin)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,14 @@ def onto_skull(points: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, S
     left of their difference is the face's own (expression, speech), not the head's position, size or rotation."""
     sim = Similarity.fit(points[list(SKULL)], reference[list(SKULL)])
     return sim(points), sim
+
+
+def skull_units(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(F, 478, 2) face-unit shapes of landmarks with depth (F, 478, 3), each moved onto the skull of `reference`
+    (478, 3), in the reference's face frame: the head's position, size, roll, yaw and pitch taken out, where
+    `to_face_units` alone leaves yaw and pitch in (a nod then reads as a change of shape)."""
+    frame = face_frame(reference[:, :2])
+    return np.array([to_face_units(onto_skull(p, reference)[0][:, :2], frame) for p in points]).reshape(-1, 478, 2)
 
 
 def _box_affine(centre: np.ndarray, x_axis: np.ndarray, y_axis: np.ndarray, width_px: float, height_px: float,

@@ -91,6 +91,11 @@ class Face:
         """Larger side of `box` in pixels."""
         return max(self.box[2] - self.box[0], self.box[3] - self.box[1])
 
+    @property
+    def points(self) -> np.ndarray:
+        """(478, 3) float64: the landmarks with their depth (for alignment in 3D, `face.align.onto_skull`)."""
+        return np.column_stack([self.landmarks, self.depth]).astype(np.float64)
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
