@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from livemood.config import CLASSIFIERS
+from livemood.config import CLASSIFIERS, EXIT_OK, EXIT_SOURCE_DAMAGED
 from livemood.evaluation.videos import evaluate_videos
 from livemood.models.expression import ExpressionClassifier
 
@@ -29,7 +29,9 @@ BAR = {"happy": 0.25, "sad": 0.10, "surprised": 0.10, "angry": 0.10}  # mean tar
 def render(source: Path, output: Path, emotion: str, intensity: float) -> None:
     cmd = [sys.executable, "-m", "livemood", "--source", str(source), "--engine", "warp", "--emotion", emotion,
            "--intensity", str(intensity), "--output", str(output)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    done = subprocess.run(cmd, capture_output=True)
+    if done.returncode not in (EXIT_OK, EXIT_SOURCE_DAMAGED):  # a cut source is rendered as far as it goes
+        raise subprocess.CalledProcessError(done.returncode, cmd, done.stdout, done.stderr)
 
 
 def main() -> None:
