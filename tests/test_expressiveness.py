@@ -11,7 +11,7 @@ import pytest
 
 from livemood.config import Controls
 from livemood.controls import ControlState
-from livemood.engines.expressiveness import CORNERS, SETTLE_S, TRANSFER, Layout, NeutralFace
+from livemood.engines.expressiveness import CORNERS, SETTLE_S, TRANSFER, Layout, NeutralFace, eyes_open
 from livemood.engines.warp import WarpEngine
 from livemood.evaluation.metrics import expression_motion, expression_ratio, lip_opening
 from livemood.face.align import onto_skull, skull_units, to_face_units
@@ -116,6 +116,22 @@ def test_a_nod_or_a_turn_is_not_an_expression(clip: tuple[list[np.ndarray], list
         turned = (points - centre) @ rot.T + centre  # the same face, the head turned
         assert np.abs(to_face_units(turned[:, :2]) - to_face_units(points[:, :2])).max() > 0.02, "face units move"
         assert np.abs(neutral.move(turned, 0.5, 40)).max() < 1e-6, (pitch, yaw)
+
+
+def test_a_blink_is_not_an_expression(clip: tuple[list[np.ndarray], list[Face]]) -> None:
+    faces = clip[1]
+    neutral = NeutralFace()
+    neutral.retake(faces[100].points)  # eyes open
+    gaps = np.array([eyes_open(onto_skull(f.points, neutral.neutral)[0], neutral.neutral) for f in faces])  # (F, 2)
+    assert gaps[100].min() == 1.0 and gaps.min() < 0.1, "the clip's blinks are seen as blinks, frame 100 open"
+    shut = neutral.neutral.copy()
+    shut[159] = shut[145]  # the right eye closed
+    shut[list(BROWS), 1] -= 3.0  # and the brows raised, 3 pixels
+    move = neutral.move(shut, -0.5, 0)
+    eye = Layout.of(to_face_units(neutral.neutral[:, :2])).eyes[0]
+    assert 159 in eye and 105 not in eye
+    assert not move[eye].any(), "the shut eye's lids and the skin around them stay as they are"
+    assert np.abs(move[list(BROWS), 1]).min() > 1e-3, "the brows still calm down"
 
 
 def test_keys_step_expressiveness_and_retake_the_neutral_face() -> None:

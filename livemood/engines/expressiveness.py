@@ -14,7 +14,9 @@ The move at expressiveness X is (X - 1) x (current - neutral), turned back into 
 where expressions show (brows, lids, cheeks, nose; the lips and the skin around them with the lip corners: see
 `Layout`), none elsewhere: the jaw and the lips' opening stay the speaker's. It is divided by how much of a move
 the face mesh reads back (`TRANSFER`), so the motion measured on the output is X times the input's, and smoothed
-over SMOOTH_S, about the tracker's own lag, so amplified motion is no jumpier than the tracking.
+over SMOOTH_S, about the tracker's own lag, so amplified motion is no jumpier than the tracking. Blinks are not
+expressions and a warp can neither undo nor deepen one: an eye closing (its lids' gap below BLINK_OPEN of the
+neutral's, none below BLINK_SHUT) has its lids left as they are, instead of their skin stretched over the closed eye.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ SKIN_RADIUS = 0.3  # face units: the skin around the mouth moves with the neares
 # reads back 0.12-0.25 of it, and dividing by that stretches the lids' skin over a closed eye; they keep the 0.37
 # measured with the head's pose in (`livemood evaluate`'s 2D measure, where nods carry much of their motion).
 TRANSFER = {"brows": 0.52, "lids": 0.37, "mouth": 0.81}
+EYE_GAPS = ((159, 145), (386, 374))  # upper and lower lid's middle, the subject's right eye, then left
+BLINK_SHUT, BLINK_OPEN = 0.25, 0.5  # the lids' gap as a fraction of the neutral's: a blink's lids are not moved
+EYE_RADIUS = 0.3  # face units around an eye's middle: its lids and the skin that folds with them (not the brow)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class Layout:
     side: np.ndarray  # (L,) 0 or 1, index into CORNERS
     weight: np.ndarray  # (L,)
     gain: np.ndarray  # (478,)
+    eyes: tuple[np.ndarray, np.ndarray]  # each eye's lids and the skin folding with them, in EYE_GAPS' order
 
     @classmethod
     def of(cls, neutral: np.ndarray, transfer: dict[str, float] | None = None) -> Layout:
@@ -90,15 +96,29 @@ class Layout:
         to = neutral[known]  # (K, 2); squared distances (less |point|^2) by a product, 3x cheaper than differences
         nearest = (np.sum(to**2, axis=1)[None] - 2.0 * neutral @ to.T).argmin(axis=1)
         gain = known_gain[nearest]
-        return cls(upper, carried, side, weight, gain)
+        right, left = (upper[np.linalg.norm(neutral[upper] - 0.5 * (neutral[a] + neutral[b]), axis=1) < EYE_RADIUS]
+                       for a, b in EYE_GAPS)
+        return cls(upper, carried, side, weight, gain, (right, left))
 
-    def move(self, deviation: np.ndarray) -> np.ndarray:
-        """(478, 2) move carrying a (478, 2) deviation from the neutral onto the moved landmarks, with their gains."""
+    def move(self, deviation: np.ndarray, eyes_open: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+        """(478, 2) move carrying a (478, 2) deviation from the neutral onto the moved landmarks, with their gains;
+        each eye's lids and the skin around them move by its `eyes_open` weight (0 during a blink)."""
         move = np.zeros_like(deviation)
         move[self.points] = deviation[self.points]
+        for lids, weight in zip(self.eyes, eyes_open, strict=True):
+            move[lids] *= weight
         corner = np.stack([deviation[list(c)].mean(axis=0) for c in CORNERS])
         move[self.carried] = self.weight[:, None] * corner[self.side]
         return self.gain[:, None] * move
+
+
+def eyes_open(points: np.ndarray, neutral: np.ndarray) -> tuple[float, float]:
+    """Per eye, 1 while its lids' gap in `points` is at least BLINK_OPEN of the `neutral`'s (both (478, 3), on the
+    same skull), fading to 0 at BLINK_SHUT: how much of the lids' deviation is an expression rather than a blink."""
+    gap = [float(np.linalg.norm(points[a] - points[b]) / max(np.linalg.norm(neutral[a] - neutral[b]), 1e-6))
+           for a, b in EYE_GAPS]
+    right, left = (min(max((g - BLINK_SHUT) / (BLINK_OPEN - BLINK_SHUT), 0.0), 1.0) for g in gap)
+    return right, left
 
 
 class NeutralFace:
@@ -184,7 +204,7 @@ class NeutralFace:
         if self.neutral is not None and self._layout is not None:
             aligned, pose = self._onto_neutral(points)
             deviation = face_frame(points[:, :2]).units(pose.back(aligned - self.neutral)[:, :2])  # (478, 2)
-            target = scale * self._layout.move(deviation)
+            target = scale * self._layout.move(deviation, eyes_open(aligned, self.neutral))
         alpha = 1.0 if self._move_ms is None else 1.0 - math.exp(-max(0.0, t_ms - self._move_ms) / (SMOOTH_S * 1e3))
         self._move_ms = t_ms
         self._move += alpha * (target - self._move)
