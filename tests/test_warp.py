@@ -149,7 +149,7 @@ def test_jaw_opens_only_with_the_speakers_own_opening(clip: tuple[list[np.ndarra
     """Surprise scales the opening up; a closed mouth stays closed (the timing: the lip test above)."""
     frames, faces = clip
     openings = np.array([lip_opening(f.landmarks) for f in faces])
-    out = run(frames, faces, [Controls("surprised", 0.8)] * N)  # the jaw at x1.27 of the speaker's opening
+    out = run(frames, faces, [Controls("surprised", 0.8)] * N)  # the jaw at x1.4 of the speaker's opening
     with FaceTracker() as tracker:
         out_open = np.array([lip_opening(tracker.track(o, i * 40).landmarks) for i, o in enumerate(out)])
     settled = slice(10, N)

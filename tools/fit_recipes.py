@@ -11,7 +11,8 @@ mean aligned shape of its take minus the neutral take's, in face units (about th
 upright face frame, averaged over pairs, left and right halves mirrored onto each other (contempt is one-sided
 and kept as measured), plus the emotion's EMFACS prototype as a speaker-independent prior (see PROTOTYPES). The
 face outline and the irises get no move (the engine pins them), and the jaw's opening
-is measured as the ratio of mean inner-lip openings (emotion / neutral), used only where the recipe says so.
+is measured as the ratio of mean inner-lip openings (emotion / neutral), used only where the recipe says so, and
+is at least the prototype's jaw drop (JAW_PRIOR).
 
 A user with the full MEAD (60 speakers) can refit; the shipped file was fitted on the speakers listed in it.
 """
@@ -30,6 +31,7 @@ from mediapipe.python.solutions.face_mesh_connections import FACEMESH_FACE_OVAL
 from tqdm import tqdm
 
 from livemood.face.align import onto_skull, skull_units
+from livemood.face.regions import LIDS
 from livemood.face.tracker import FaceTracker
 from livemood.training.data import paired_takes, scan
 from livemood.video import VideoReader
@@ -38,6 +40,8 @@ OUTLINE = sorted({i for edge in FACEMESH_FACE_OVAL for i in edge})
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
 JAW_EMOTIONS = ("surprised", "fearful")  # the emotions whose jaw may open with the speaker's own opening
 MAX_JAW = 1.6  # the opening may be scaled up to this much at intensity 1
+# The jaw's part of the prior (EMFACS' AU26, the jaw drop, in surprise and fear): the opening's factor at least this.
+JAW_PRIOR = {"surprised": 1.5, "fearful": 1.3}
 ASYMMETRIC = ("contempt",)
 # The actors' moves are added to a speaker-independent prior: the EMFACS prototype of each emotion (Ekman and
 # Friesen's action units), so that one actor's way of showing an emotion (M030's sad face, say, does not lower the
@@ -57,6 +61,10 @@ UPPER_LIP = ((37, 39, 40), (267, 269, 270))
 LIP_CORNER = ((61, 146, 185), (291, 375, 409))
 MODIOLUS = ((57, 212), (287, 432))  # just outside the lip corners, where the corner muscles meet
 UNDER_EYE = ((118, 119), (347, 348))
+# A brow raise lifts the skin above the eye, not the eyelid's edge (which only the lid handles open), whereas a
+# lowered brow does press the lid down. Letting raised brows' Gaussians drag the lid margins (the eye contours)
+# along opened the eyes into round, stretched eyes in surprise and fear.
+LID_HANDLES = (UPPER_LID, LOWER_LID)
 # An action unit: handles (right group, left group, dx outwards, dy down, Gaussian radius), face units; a handle
 # with `one_side` moves the left side only.
 ACTION_UNITS: dict[str, tuple[tuple[tuple[tuple[int, ...], tuple[int, ...]], float, float, float, bool], ...]] = {
@@ -81,7 +89,9 @@ PROTOTYPES: dict[str, dict[str, float]] = {  # EMFACS, without the jaw drop (the
     "happy": {"AU6": 1.0, "AU12": 1.0},
     "sad": {"AU1": 1.0, "AU4": 0.5, "AU15": 1.0},
     "angry": {"AU4": 1.5, "AU5": 0.4, "AU7": 1.0, "AU23": 1.2},
-    "surprised": {"AU1": 1.0, "AU2": 1.0, "AU5": 0.5, "AU23": 0.8},  # AU23 rounds the mouth (not in EMFACS)
+    # AU23 rounds the mouth (not in EMFACS). The brows and lids at 0.6 and 0.3 of the full units: at 1, on top of
+    # the actor's raise, they lifted the brows into the hairline and opened round, staring eyes (M030, talk_e).
+    "surprised": {"AU1": 0.6, "AU2": 0.6, "AU5": 0.3, "AU23": 0.8},
     "fearful": {"AU1": 1.0, "AU2": 0.7, "AU4": 0.6, "AU5": 0.5, "AU20": 1.0},
     "disgusted": {"AU9": 1.0, "AU10": 1.0, "AU4": 0.5, "AU15": 0.6},
     "contempt": {"AU12L": 1.0, "AU14L": 1.0},
@@ -135,6 +145,8 @@ def prototype(emotion: str, shape: np.ndarray) -> np.ndarray:
             for group, outward in sides:
                 centre = shape[list(group)].mean(axis=0)
                 g = np.exp(-np.sum((shape - centre) ** 2, axis=1) / (2 * sigma**2))
+                if dy < 0 and (right, left) not in LID_HANDLES:
+                    g[list(LIDS)] = 0.0
                 move += weight * g[:, None] * np.array([dx * outward, dy])
     return move
 
@@ -198,7 +210,8 @@ def fit(data: Path) -> dict[str, object]:
         # lack, not to double what they show): its weight falls from 1 to 1 - PRIOR_YIELD as their moves align with it.
         agreement = max(0.0, float(np.sum(d * prior)) / max(float(np.linalg.norm(d) * np.linalg.norm(prior)), 1e-9))
         d = d + PRIOR_WEIGHT * (1.0 - PRIOR_YIELD * agreement) * prior
-        jaw = float(np.clip(np.mean(jaws[emotion]), 1.0, MAX_JAW)) if emotion in JAW_EMOTIONS else 1.0
+        jaw = max(float(np.mean(jaws[emotion])), JAW_PRIOR.get(emotion, 1.0))
+        jaw = float(np.clip(jaw, 1.0, MAX_JAW)) if emotion in JAW_EMOTIONS else 1.0
         recipes[emotion] = {"jaw": round(jaw, 3), "move": np.round(d, 4).tolist()}
     people = sorted({person for person, _ in pairs})
     return {"fitted_on": people, "pairs": len(pairs), "date": date.today().isoformat(), "prior_weight": PRIOR_WEIGHT,
