@@ -15,8 +15,9 @@ where expressions show (brows, lids, cheeks, nose; the lips and the skin around 
 `Layout`), none elsewhere: the jaw and the lips' opening stay the speaker's. It is divided by how much of a move
 the face mesh reads back (`TRANSFER`), so the motion measured on the output is X times the input's, and smoothed
 over SMOOTH_S, about the tracker's own lag, so amplified motion is no jumpier than the tracking. Blinks are not
-expressions and a warp can neither undo nor deepen one: an eye closing (its lids' gap below BLINK_OPEN of the
-neutral's, none below BLINK_SHUT) has its lids left as they are, instead of their skin stretched over the closed eye.
+expressions and a warp can neither undo nor deepen one: while an eye closes (its lids' gap below BLINK_OPEN of the
+neutral's, fully below BLINK_SHUT) its lids are calmed at most as at expressiveness 1 + BLINK_CALM, where the
+stretched lid still reads as a closed eye (towards 0 it became a dark slit).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ SKIN_RADIUS = 0.3  # face units: the skin around the mouth moves with the neares
 # measured with the head's pose in (`livemood evaluate`'s 2D measure, where nods carry much of their motion).
 TRANSFER = {"brows": 0.52, "lids": 0.37, "mouth": 0.81}
 EYE_GAPS = ((159, 145), (386, 374))  # upper and lower lid's middle, the subject's right eye, then left
-BLINK_SHUT, BLINK_OPEN = 0.25, 0.5  # the lids' gap as a fraction of the neutral's: a blink's lids are not moved
+BLINK_SHUT, BLINK_OPEN = 0.25, 0.5  # the lids' gap as a fraction of the neutral's: below, a blink
+BLINK_CALM = -0.5  # a blinking eye's lids are calmed at most this much (expressiveness - 1)
 EYE_RADIUS = 0.3  # face units around an eye's middle: its lids and the skin that folds with them (not the brow)
 
 
@@ -100,15 +102,18 @@ class Layout:
                        for a, b in EYE_GAPS)
         return cls(upper, carried, side, weight, gain, (right, left))
 
-    def move(self, deviation: np.ndarray, eyes_open: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
-        """(478, 2) move carrying a (478, 2) deviation from the neutral onto the moved landmarks, with their gains;
-        each eye's lids and the skin around them move by its `eyes_open` weight (0 during a blink)."""
+    def move(self, deviation: np.ndarray, scale: float = 1.0, eyes_open: tuple[float, float] = (1.0, 1.0)
+             ) -> np.ndarray:
+        """(478, 2) move: `scale` (expressiveness - 1) times a (478, 2) deviation from the neutral, carried onto the
+        moved landmarks with their gains; each eye's lids and the skin around them by its `eyes_open` weight (0: a
+        blink, whose lids are calmed at most by BLINK_CALM)."""
         move = np.zeros_like(deviation)
-        move[self.points] = deviation[self.points]
+        move[self.points] = scale * deviation[self.points]
+        blink_scale = max(scale, BLINK_CALM)
         for lids, weight in zip(self.eyes, eyes_open, strict=True):
-            move[lids] *= weight
+            move[lids] *= weight + (1.0 - weight) * blink_scale / scale if scale else 1.0
         corner = np.stack([deviation[list(c)].mean(axis=0) for c in CORNERS])
-        move[self.carried] = self.weight[:, None] * corner[self.side]
+        move[self.carried] = scale * self.weight[:, None] * corner[self.side]
         return self.gain[:, None] * move
 
 
@@ -204,7 +209,7 @@ class NeutralFace:
         if self.neutral is not None and self._layout is not None:
             aligned, pose = self._onto_neutral(points)
             deviation = face_frame(points[:, :2]).units(pose.back(aligned - self.neutral)[:, :2])  # (478, 2)
-            target = scale * self._layout.move(deviation, eyes_open(aligned, self.neutral))
+            target = self._layout.move(deviation, scale, eyes_open(aligned, self.neutral))
         alpha = 1.0 if self._move_ms is None else 1.0 - math.exp(-max(0.0, t_ms - self._move_ms) / (SMOOTH_S * 1e3))
         self._move_ms = t_ms
         self._move += alpha * (target - self._move)
