@@ -38,9 +38,9 @@ from livemood.video import VideoReader
 
 OUTLINE = sorted({i for edge in FACEMESH_FACE_OVAL for i in edge})
 UPPER_INNER_LIP, LOWER_INNER_LIP = 13, 14
-JAW_EMOTIONS = ("surprised", "fearful")  # the emotions whose jaw may open with the speaker's own opening
 MAX_JAW = 1.6  # the opening may be scaled up to this much at intensity 1
-# The jaw's part of the prior (EMFACS' AU26, the jaw drop, in surprise and fear): the opening's factor at least this.
+# The emotions whose jaw may open with the speaker's own opening, and the jaw's part of their prior (EMFACS' AU26,
+# the jaw drop): the opening's factor is the actors' but at least this.
 JAW_PRIOR = {"surprised": 1.5, "fearful": 1.3}
 ASYMMETRIC = ("contempt",)
 # The actors' moves are added to a speaker-independent prior: the EMFACS prototype of each emotion (Ekman and
@@ -210,8 +210,9 @@ def fit(data: Path) -> dict[str, object]:
         # lack, not to double what they show): its weight falls from 1 to 1 - PRIOR_YIELD as their moves align with it.
         agreement = max(0.0, float(np.sum(d * prior)) / max(float(np.linalg.norm(d) * np.linalg.norm(prior)), 1e-9))
         d = d + PRIOR_WEIGHT * (1.0 - PRIOR_YIELD * agreement) * prior
-        jaw = max(float(np.mean(jaws[emotion])), JAW_PRIOR.get(emotion, 1.0))
-        jaw = float(np.clip(jaw, 1.0, MAX_JAW)) if emotion in JAW_EMOTIONS else 1.0
+        jaw = 1.0
+        if emotion in JAW_PRIOR:
+            jaw = float(np.clip(max(np.mean(jaws[emotion]), JAW_PRIOR[emotion]), 1.0, MAX_JAW))
         recipes[emotion] = {"jaw": round(jaw, 3), "move": np.round(d, 4).tolist()}
     people = sorted({person for person, _ in pairs})
     return {"fitted_on": people, "pairs": len(pairs), "date": date.today().isoformat(), "prior_weight": PRIOR_WEIGHT,

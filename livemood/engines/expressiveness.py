@@ -109,9 +109,8 @@ class Layout:
         blink, whose lids are calmed at most by BLINK_CALM)."""
         move = np.zeros_like(deviation)
         move[self.points] = scale * deviation[self.points]
-        blink_scale = max(scale, BLINK_CALM)
         for lids, weight in zip(self.eyes, eyes_open, strict=True):
-            move[lids] *= weight + (1.0 - weight) * blink_scale / scale if scale else 1.0
+            move[lids] = (weight * scale + (1.0 - weight) * max(scale, BLINK_CALM)) * deviation[lids]
         corner = np.stack([deviation[list(c)].mean(axis=0) for c in CORNERS])
         move[self.carried] = scale * self.weight[:, None] * corner[self.side]
         return self.gain[:, None] * move
